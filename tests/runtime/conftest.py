@@ -1,0 +1,12 @@
+"""Fixtures for the framework-free engine tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from .helpers import Harness
+
+
+@pytest.fixture
+def harness() -> Harness:
+    return Harness()
