@@ -42,6 +42,9 @@ A response is a JSON object; every key is optional:
 - ``stream_error``: ``{"type", "message"}``: after the content, send the vendor's in-stream error
   event instead of finishing.
 - ``chunk_interval``: seconds to sleep between stream events.
+- ``raw_events``: replaces the rendered stream with these events verbatim, to reproduce a server's
+  quirks. OpenAI: each item is sent as one ``data:`` line (objects JSON-encoded, strings as is,
+  so include ``"[DONE]"`` yourself). Anthropic: each object is sent as ``event: <its type>``.
 
 Hangs wait on the server's stop event, so ``stop()`` never blocks on a sleeping handler.
 """
@@ -121,7 +124,9 @@ class VendorServer:
         return self.url
 
     def start(self) -> VendorServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="vendor-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name="vendor-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -297,6 +302,14 @@ def anthropic_events(response: Response, request_body: Any, seq: int) -> Iterato
     yield _sse_event("message_stop", {"type": "message_stop"})
 
 
+def _raw_events(items: list[Any], openai: bool) -> Iterator[bytes]:
+    for item in items:
+        if openai:
+            yield f"data: {item}\n\n".encode() if isinstance(item, str) else _sse_data(item)
+        else:
+            yield _sse_event(str(item.get("type")), item)
+
+
 # HTTP handler --------------------------------------------------------------------------------
 
 
@@ -368,7 +381,12 @@ def _make_handler(server: VendorServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, str(value))
             self.end_headers()
             self.close_connection = True
-            events = openai_events(response, body, seq) if openai else anthropic_events(response, body, seq)
+            if "raw_events" in response:
+                events = _raw_events(response["raw_events"], openai)
+            elif openai:
+                events = openai_events(response, body, seq)
+            else:
+                events = anthropic_events(response, body, seq)
             try:
                 self._stream(response, events)
             except (BrokenPipeError, ConnectionResetError, _Hangup):
