@@ -91,9 +91,8 @@ def test_several_tool_calls_with_fragmented_arguments_are_assembled(server, prov
 def test_tool_calls_sharing_index_zero_with_distinct_ids_stay_separate(server, provider):
     # older Ollama builds stream every parallel call at index 0
     def chunk(delta: dict, finish: str | None = None) -> dict:
-        return {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [
-            {"index": 0, "delta": delta, "finish_reason": finish}
-        ]}  # fmt: skip
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [choice]}
 
     call = {"type": "function"}
     server.push(
