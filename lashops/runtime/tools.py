@@ -196,6 +196,14 @@ def load_tool_providers(dotted_paths: Iterable[str]) -> list[Tool]:
     return list(tools.values())
 
 
+DEFAULT_TOOL_PROVIDERS: tuple[str, ...] = ("lashops.runtime.builtin_tools:builtin_tools",)
+
+
+def build_catalog(dotted_paths: Iterable[str] = DEFAULT_TOOL_PROVIDERS, *, generation: int = 0) -> ToolCatalog:
+    """A session catalog from tool provider paths (the built-ins by default)."""
+    return ToolCatalog(load_tool_providers(dotted_paths), generation=generation)
+
+
 def coerce_output(value: ToolOutput | str | dict[str, Any] | None) -> ToolOutput:
     if isinstance(value, ToolOutput):
         return value

@@ -127,3 +127,10 @@ def test_context_effect_runs_once_per_key() -> None:
     first = ctx.effect("x", lambda: runs.append(1) or {"n": len(runs)})
     second = ctx.effect("x", lambda: runs.append(1) or {"n": len(runs)})
     assert first == second == {"n": 1} and len(runs) == 1
+
+
+def test_build_catalog_defaults_to_the_builtins() -> None:
+    from lashops.runtime.tools import build_catalog
+
+    catalog = build_catalog(generation=3)
+    assert catalog.names() == ["calculator", "clock", "sleep", "spawn_agent"] and catalog.generation == 3
