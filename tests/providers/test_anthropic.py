@@ -247,6 +247,18 @@ def test_an_invalid_request_error_event_inside_the_stream_is_not_transient(serve
     assert error.transient is False
 
 
+def test_a_server_trickling_past_the_timeout_is_stopped_at_the_deadline(server, provider):
+    # every read returns within the socket timeout, so only the whole-call deadline can stop this
+    server.push({"text": ["drip"] * 20, "chunk_interval": 0.2})
+
+    started = time.monotonic()
+    error = _fail(provider, _request(timeout=0.5))
+
+    assert error.transient is True
+    assert "within 0.5s" in str(error)
+    assert time.monotonic() - started < 1.5
+
+
 def test_a_stream_cut_before_message_stop_is_transient(server, provider):
     server.push({"text": ["a", "b", "c"], "truncate_after": 4})
 

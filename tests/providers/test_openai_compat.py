@@ -234,6 +234,18 @@ def test_a_hang_mid_stream_is_a_transient_timeout(server, provider):
     assert time.monotonic() - started < 2.0
 
 
+def test_a_server_trickling_past_the_timeout_is_stopped_at_the_deadline(server, provider):
+    # every read returns within the socket timeout, so only the whole-call deadline can stop this
+    server.push({"text": ["drip"] * 20, "chunk_interval": 0.2})
+
+    started = time.monotonic()
+    error = _fail(provider, _request(timeout=0.5))
+
+    assert error.transient is True
+    assert "within 0.5s" in str(error)
+    assert time.monotonic() - started < 1.5
+
+
 def test_a_stream_cut_before_it_finishes_is_transient(server, provider):
     server.push({"text": ["a", "b", "c"], "truncate_after": 3})
 
@@ -250,6 +262,19 @@ def test_an_error_object_inside_the_stream_is_transient(server, provider):
 
     assert error.transient is True
     assert "model crashed" in str(error)
+
+
+def test_an_exception_from_the_delta_callback_propagates_unchanged(server, provider):
+    server.push({"text": ["a", "b"]})
+
+    class Cancelled(Exception):
+        pass
+
+    def on_text_delta(_: str) -> None:
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        provider.complete(_request(), on_text_delta=on_text_delta)
 
 
 def test_a_refused_connection_is_transient():
