@@ -1,0 +1,23 @@
+"""ASGI entry point: HTTP through Django, WebSockets through Channels."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lashops.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from lashops.core.consumers import LoopBindingMiddleware, WorkspaceAuthMiddleware  # noqa: E402
+from lashops.routing import websocket_urlpatterns  # noqa: E402
+
+application = LoopBindingMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": AuthMiddlewareStack(WorkspaceAuthMiddleware(URLRouter(websocket_urlpatterns))),
+        }
+    )
+)

@@ -1,0 +1,120 @@
+"""Platform endpoints: the caller's workspace, its API keys, and its durable event stream."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.http import HttpRequest
+from ninja import Query, Router, Schema, Status
+from ninja.pagination import LimitOffsetPagination, paginate
+
+from lashops.core import selectors, services
+from lashops.core.errors import NotFound
+from lashops.core.events import envelope, publish
+from lashops.core.models import ApiKey
+from lashops.core.schemas import (
+    ApiKeyCreatedOut,
+    ApiKeyIn,
+    ApiKeyOut,
+    ErrorOut,
+    EventPageOut,
+    WorkspaceOut,
+)
+
+router = Router(tags=["platform"])
+
+
+@router.get("/workspace", response=WorkspaceOut)
+def workspace_detail(request: HttpRequest):
+    return request.workspace
+
+
+@router.get("/keys", response=list[ApiKeyOut])
+@paginate(LimitOffsetPagination)
+def api_key_list(request: HttpRequest):
+    return selectors.api_key_list(workspace=request.workspace)
+
+
+def _key_or_404(request: HttpRequest, key_id: int) -> ApiKey:
+    api_key = selectors.api_key_list(workspace=request.workspace).filter(pk=key_id).first()
+    if api_key is None:
+        raise NotFound(f"no API key {key_id} in this workspace")
+    return api_key
+
+
+@router.post("/keys", response={201: ApiKeyCreatedOut, 422: ErrorOut})
+def api_key_create(request: HttpRequest, payload: ApiKeyIn):
+    with transaction.atomic():
+        issued = services.api_key_create(workspace=request.workspace, name=payload.name)
+        publish(
+            workspace=request.workspace,
+            type="api_key.created",
+            subject={"api_key": issued.api_key.pk},
+            data={"name": issued.api_key.name, "prefix": issued.api_key.prefix},
+        )
+    out = ApiKeyOut.from_orm(issued.api_key).dict() | {"key": issued.plaintext}
+    return Status(201, out)
+
+
+@router.get("/keys/{key_id}", response={200: ApiKeyOut, 404: ErrorOut})
+def api_key_detail(request: HttpRequest, key_id: int):
+    return _key_or_404(request, key_id)
+
+
+@router.delete("/keys/{key_id}", response={200: ApiKeyOut, 404: ErrorOut})
+def api_key_revoke(request: HttpRequest, key_id: int):
+    api_key = _key_or_404(request, key_id)
+    with transaction.atomic():
+        services.api_key_revoke(api_key=api_key)
+        publish(
+            workspace=request.workspace,
+            type="api_key.revoked",
+            subject={"api_key": api_key.pk},
+            data={"name": api_key.name, "prefix": api_key.prefix},
+        )
+    return api_key
+
+
+class EventsQuery(Schema):
+    after: int = 0
+    limit: int = 200
+
+
+@router.get("/events", response={200: EventPageOut, 422: ErrorOut})
+def event_list(request: HttpRequest, query: Query[EventsQuery]):
+    """The workspace's durable events after a cursor (the fleet stream, over HTTP)."""
+    from lashops.core.errors import InvalidInput
+
+    if query.after < 0 or not 1 <= query.limit <= 1000:
+        raise InvalidInput("after must be >= 0 and limit between 1 and 1000")
+    pruned, latest = selectors.stream_bounds(workspace=request.workspace)
+    if query.after < pruned:
+        return EventPageOut(events=[], next_cursor=latest, latest_cursor=latest, gap=True)
+    rows = list(selectors.events_after(workspace=request.workspace, after=query.after, limit=query.limit))
+    events = [envelope(e, request.workspace.slug) for e in rows]
+    return {
+        "events": events,
+        "next_cursor": rows[-1].cursor if rows else query.after,
+        "latest_cursor": latest,
+        "gap": False,
+    }
+
+
+class ProbeOut(Schema):
+    probe_id: str
+    runner: str
+
+
+@router.post("/runner/probe", response={202: ProbeOut})
+def runner_probe(request: HttpRequest):
+    """Dispatch a no-op task through the runner (a Celery worker in production). When it has run,
+    a ``runner.probe_completed`` event with the worker's host and pid appears on the fleet stream."""
+    import uuid
+
+    from lashops.core.runner import dispatch, runner_mode
+    from lashops.core.tasks import runner_probe_task
+
+    probe_id = uuid.uuid4().hex
+    with transaction.atomic():
+        publish(workspace=request.workspace, type="runner.probe_requested", subject={"probe": probe_id})
+        dispatch(runner_probe_task, workspace_id=request.workspace.pk, probe_id=probe_id)
+    return Status(202, {"probe_id": probe_id, "runner": runner_mode()})

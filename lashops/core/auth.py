@@ -1,0 +1,74 @@
+"""Who is calling, and for which workspace.
+
+Every API request and WebSocket resolves to exactly one workspace: an API key carries
+its own; a logged-in user picks one of theirs with the ``X-LashOps-Workspace`` header
+(or ``?workspace=`` on sockets), or gets their only one. Superusers may pick any.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from ninja.security import APIKeyHeader, SessionAuth
+
+from lashops.core.models import ApiKey, Workspace
+from lashops.core.services import api_key_authenticate
+
+WORKSPACE_HEADER = "X-LashOps-Workspace"
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def workspace_for_user(user: Any, requested: str | None) -> Workspace | None:
+    """The workspace a logged-in user acts in, or None when it is ambiguous or not theirs."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return None
+    candidates = Workspace.objects.all() if user.is_superuser else user.lashops_workspaces.all()
+    if requested:
+        return candidates.filter(slug=requested).first()
+    first_two = list(candidates[:2])
+    return first_two[0] if len(first_two) == 1 else None
+
+
+class ApiKeyAuth(APIKeyHeader):
+    """``Authorization: Bearer lsk_...``"""
+
+    param_name = "Authorization"
+    openapi_scheme = "bearer"
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> ApiKey | None:
+        token = bearer_token(key)
+        if token is None:
+            return None
+        api_key = api_key_authenticate(plaintext=token)
+        if api_key is None:
+            return None
+        request.workspace = api_key.workspace
+        request.api_key = api_key
+        return api_key
+
+
+class WorkspaceSessionAuth(SessionAuth):
+    """A logged-in Django session (with CSRF on unsafe methods), acting in one workspace."""
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        user = super().authenticate(request, key)
+        if not user:
+            return None
+        workspace = workspace_for_user(user, request.headers.get(WORKSPACE_HEADER))
+        if workspace is None:
+            return None
+        request.workspace = workspace
+        return user
+
+
+api_key_auth = ApiKeyAuth()
+session_auth = WorkspaceSessionAuth()

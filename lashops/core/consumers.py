@@ -1,0 +1,203 @@
+"""WebSocket plumbing shared by every stream: authentication, workspace scoping, and a
+consumer that replays durable events after the client's cursor and then tails live ones
+with no gap and no duplicate across the switch.
+
+Protocol (server -> client, JSON):
+* ``{"type": "stream.ready", "data": {"after", "latest_cursor", "replayed"}}`` once replay is done;
+* each event envelope ``{"cursor", "type", "ts", "workspace", "subject", "data"}``; live-lane
+  events carry ``"cursor": null, "live": true``;
+* ``{"type": "stream.gap", "data": {"requested_cursor", "latest_cursor", "reason"}}`` when the
+  cursor points into pruned history: reload state, then continue from ``latest_cursor``;
+* ``{"type": "stream.error", "data": {"code", "message"}}`` then close (4400) for a bad cursor.
+Unauthenticated sockets are refused at the handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from lashops.core import live
+from lashops.core.auth import bearer_token, workspace_for_user
+from lashops.core.events import envelope
+from lashops.core.models import Workspace
+from lashops.core.selectors import events_after, stream_bounds
+from lashops.core.services import api_key_authenticate
+
+
+class LoopBindingMiddleware:
+    """Records the server's event loop so runner threads can hand live sends to it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        live.bind_loop(asyncio.get_running_loop())
+        return await self.app(scope, receive, send)
+
+
+def query_params(scope: dict) -> dict[str, str]:
+    raw = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return {key: values[-1] for key, values in raw.items()}
+
+
+@database_sync_to_async
+def _resolve_workspace(scope: dict) -> Workspace | None:
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    params = query_params(scope)
+    token = bearer_token(headers.get("authorization")) or params.get("token")
+    if token:
+        api_key = api_key_authenticate(plaintext=token)
+        return api_key.workspace if api_key else None
+    return workspace_for_user(scope.get("user"), params.get("workspace"))
+
+
+class WorkspaceAuthMiddleware:
+    """Puts ``scope["workspace"]`` from ``Authorization: Bearer``, ``?token=`` (for clients that
+    cannot set headers) or the logged-in session user (``?workspace=`` to pick one)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        scope = dict(scope)
+        scope["workspace"] = await _resolve_workspace(scope)
+        return await self.app(scope, receive, send)
+
+
+class ReplayingConsumer(AsyncJsonWebsocketConsumer):
+    """Base for every stream. Subclasses say which groups to join (``stream_groups``),
+    which durable rows belong to the stream (``stream_filter``) and may authorise the
+    subject (``authorize``)."""
+
+    workspace: Workspace
+    last_sent: int
+    buffering: bool
+    buffer: list[dict[str, Any]]
+
+    # --- subclass hooks ---------------------------------------------------------------
+
+    def stream_groups(self) -> list[str]:
+        raise NotImplementedError
+
+    def stream_filter(self) -> dict[str, Any]:
+        return {}
+
+    async def authorize(self) -> bool:
+        return True
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        workspace = self.scope.get("workspace")
+        if workspace is None:
+            await self.close()  # refused at the handshake (HTTP 403)
+            return
+        self.workspace = workspace
+        if not await self.authorize():
+            await self.close()
+            return
+        self.buffering = True
+        self.buffer = []
+        self.joined: list[str] = []
+        await self.accept()
+        params = query_params(self.scope)
+        after_raw = params.get("after")
+        pruned, latest = await database_sync_to_async(stream_bounds)(workspace=workspace)
+        if after_raw is None or after_raw == "":
+            after = latest  # no cursor: live from now
+        else:
+            try:
+                after = int(after_raw)
+                if after < 0:
+                    raise ValueError
+            except ValueError:
+                await self._error("invalid_cursor", f"after must be a non-negative integer cursor, got {after_raw!r}")
+                return
+            if after > latest:
+                await self._error("cursor_ahead", f"cursor {after} is past the end of this stream ({latest})")
+                return
+        # Join first, then replay: anything committed after the replay query arrives live and
+        # is buffered; anything in both is dropped by cursor.
+        for group in self.stream_groups():
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.joined.append(group)
+        if after < pruned:
+            await self.send_json(
+                {
+                    "type": "stream.gap",
+                    "data": {"requested_cursor": after, "latest_cursor": latest, "reason": "trimmed"},
+                }
+            )
+            after = latest
+        self.last_sent = after
+        replayed = await self._replay()
+        await self.send_json(
+            {"type": "stream.ready", "data": {"after": after, "latest_cursor": self.last_sent, "replayed": replayed}}
+        )
+        buffered, self.buffer = self.buffer, []
+        self.buffering = False
+        for event in buffered:
+            await self._forward(event)
+
+    async def disconnect(self, code: int) -> None:
+        for group in getattr(self, "joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self.send_json({"type": "pong", "data": {"latest_cursor": self.last_sent}})
+
+    # --- replay and live --------------------------------------------------------------
+
+    async def _replay(self) -> int:
+        batch = settings.LASHOPS_WS_REPLAY_BATCH
+        total = 0
+        while True:
+            rows = await self._load(self.last_sent, batch)
+            for event in rows:
+                await self.send_json(event)
+                self.last_sent = event["cursor"]
+            total += len(rows)
+            if len(rows) < batch:
+                return total
+
+    @database_sync_to_async
+    def _load(self, after: int, limit: int) -> list[dict[str, Any]]:
+        rows = events_after(workspace=self.workspace, after=after, limit=limit, **self.stream_filter())
+        return [envelope(e, self.workspace.slug) for e in rows]
+
+    async def stream_event(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        if self.buffering:
+            self.buffer.append(event)
+            return
+        await self._forward(event)
+
+    async def _forward(self, event: dict[str, Any]) -> None:
+        cursor = event.get("cursor")
+        if cursor is None:
+            await self.send_json(event)  # live lane
+            return
+        if cursor <= self.last_sent:
+            return  # already replayed
+        self.last_sent = cursor
+        await self.send_json(event)
+
+    async def _error(self, code: str, message: str) -> None:
+        await self.send_json({"type": "stream.error", "data": {"code": code, "message": message}})
+        await self.close(code=4400)
+
+
+class FleetConsumer(ReplayingConsumer):
+    """/ws/fleet/: every durable event of the caller's workspace."""
+
+    def stream_groups(self) -> list[str]:
+        from lashops.core.events import fleet_group
+
+        return [fleet_group(self.workspace.pk)]

@@ -1,0 +1,9 @@
+"""Demo content. Each app adds its own example here as it lands."""
+
+from __future__ import annotations
+
+from lashops.core.models import Workspace
+
+
+def seed_demo_content(*, workspace: Workspace) -> None:
+    """Create the demo's example objects (idempotent)."""

@@ -1,0 +1,60 @@
+"""Keep everything under /api/ in the one JSON error model, whatever Django would have
+rendered: oversized bodies (413), unknown paths (404), wrong methods (405) and crashes (500)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_MESSAGES = {
+    400: ("bad_request", "The request could not be understood."),
+    401: ("unauthorized", "Authentication required: send 'Authorization: Bearer <api key>'."),
+    403: ("forbidden", "You may not do this."),
+    404: ("not_found", "No such resource."),
+    405: ("method_not_allowed", "This method is not allowed here."),
+    413: ("payload_too_large", "The request body is too large."),
+}
+
+
+def error_response(status: int, code: str, message: str, details: object = None) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message, "details": details}}, status=status)
+
+
+class ApiErrorMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path.startswith("/api/"):
+            return self.get_response(request)
+        limit = settings.LASHOPS_API_MAX_BODY_BYTES
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return error_response(400, "bad_request", "Content-Length is not a number.")
+        if length > limit:
+            return error_response(
+                413, "payload_too_large", f"The request body is {length} bytes; the limit is {limit}.", {"limit": limit}
+            )
+        response = self.get_response(request)
+        if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
+            code, message = _DEFAULT_MESSAGES.get(response.status_code, ("error", "The request failed."))
+            details = None
+            if response.status_code == 405 and response.has_header("Allow"):
+                details = {"allow": [m.strip() for m in response["Allow"].split(",")]}
+            replaced = error_response(response.status_code, code, message, details)
+            if response.has_header("Allow"):
+                replaced["Allow"] = response["Allow"]
+            return replaced
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not request.path.startswith("/api/"):
+            return None
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "An internal error occurred; it has been logged.")

@@ -1,0 +1,70 @@
+"""Run background work after commit, with one of two drivers and one code path.
+
+* ``celery`` (``CELERY_BROKER_URL`` set): the task is sent to the broker once the
+  transaction commits, and a Celery worker runs it;
+* ``in_process`` (embedded default): the same task body runs on a bounded thread pool in
+  this process, once the transaction commits.
+
+Tasks take ids, re-check state and are idempotent, so a duplicate delivery is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from celery import Task
+from django.conf import settings
+from django.db import close_old_connections, connections, transaction
+
+log = logging.getLogger(__name__)
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def runner_mode() -> str:
+    return settings.LASHOPS_RUNNER
+
+
+def _get_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=settings.LASHOPS_RUNNER_THREADS, thread_name_prefix="lashops-runner")
+        return _pool
+
+
+def _run_in_thread(task: Task, kwargs: dict[str, Any]) -> Any:
+    close_old_connections()
+    try:
+        return task.run(**kwargs)
+    except Exception:
+        log.exception("in-process task %s failed", task.name)
+        raise
+    finally:
+        connections.close_all()
+
+
+def run_in_process(task: Task, **kwargs: Any) -> Future:
+    """Submit ``task`` to the in-process pool now (no commit hook). Used by the in-process
+    scheduler and by tests that drive the runner directly."""
+    return _get_pool().submit(_run_in_thread, task, kwargs)
+
+
+def dispatch(task: Task, **kwargs: Any) -> None:
+    """Run ``task(**kwargs)`` in the background once the current transaction commits."""
+    if runner_mode() == "celery":
+        transaction.on_commit(lambda: task.apply_async(kwargs=kwargs))
+    else:
+        transaction.on_commit(lambda: run_in_process(task, **kwargs))
+
+
+def shutdown(wait: bool = True) -> None:
+    global _pool
+    with _pool_lock:
+        if _pool is not None:
+            _pool.shutdown(wait=wait)
+            _pool = None

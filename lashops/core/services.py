@@ -1,0 +1,224 @@
+"""Writes for the platform tables: workspaces, API keys, leases and the effect journal."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from lashops.core.errors import Conflict, InvalidInput, LeaseHeld, LeaseLost, NotFound
+from lashops.core.models import ApiKey, Effect, Lease, StreamHead, Workspace, slug_validator
+
+KEY_PREFIX = "lsk"
+
+
+# --- workspaces -------------------------------------------------------------------------
+
+
+def workspace_create(*, slug: str, name: str = "") -> Workspace:
+    """Create a workspace and its event stream head."""
+    try:
+        slug_validator(slug)
+    except Exception as exc:
+        raise InvalidInput(f"invalid workspace slug {slug!r}: {exc}") from None
+    with transaction.atomic():
+        if Workspace.objects.filter(slug=slug).exists():
+            raise Conflict(f"workspace {slug!r} already exists", code="workspace_exists")
+        workspace = Workspace.objects.create(slug=slug, name=name or slug)
+        StreamHead.objects.create(workspace=workspace)
+    return workspace
+
+
+def workspace_get_or_create(*, slug: str, name: str = "") -> Workspace:
+    try:
+        return Workspace.objects.get(slug=slug)
+    except Workspace.DoesNotExist:
+        return workspace_create(slug=slug, name=name)
+
+
+# --- API keys ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    api_key: ApiKey
+    plaintext: str  # shown once, never stored
+
+
+def _hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def api_key_create(*, workspace: Workspace, name: str) -> IssuedKey:
+    """Issue a key. The plaintext ``lsk_<prefix>_<secret>`` is returned once; only a hash is kept."""
+    if not name.strip():
+        raise InvalidInput("an API key needs a name")
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    api_key = ApiKey.objects.create(
+        workspace=workspace, name=name.strip(), prefix=prefix, secret_hash=_hash_secret(secret)
+    )
+    return IssuedKey(api_key=api_key, plaintext=f"{KEY_PREFIX}_{prefix}_{secret}")
+
+
+def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+    return api_key
+
+
+def api_key_authenticate(*, plaintext: str) -> ApiKey | None:
+    """Return the active key matching ``plaintext`` (touching its last-used time), or None."""
+    parts = plaintext.strip().split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX:
+        return None
+    _, prefix, secret = parts
+    api_key = ApiKey.objects.select_related("workspace").filter(prefix=prefix, revoked_at__isnull=True).first()
+    if api_key is None or not hmac.compare_digest(api_key.secret_hash, _hash_secret(secret)):
+        return None
+    now = timezone.now()
+    touch_every = timedelta(seconds=settings.LASHOPS_API_KEY_TOUCH_SECONDS)
+    if api_key.last_used_at is None or now - api_key.last_used_at >= touch_every:
+        # Throttled so a busy key does not write on every request.
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+    return api_key
+
+
+# --- leases -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    scope: str
+    key: str
+    holder: str
+    token: int
+    expires_at: Any
+
+
+def lease_acquire(*, scope: str, key: str, holder: str, ttl: float) -> LeaseGrant:
+    """Take the lease if it is free, expired or already ours; the fencing token grows by one
+    on every acquisition. Raises ``LeaseHeld`` with the current holder otherwise."""
+    if not holder:
+        raise InvalidInput("a lease holder id is required")
+    for _ in range(3):
+        now = timezone.now()
+        expires = now + timedelta(seconds=ttl)
+        claimable = Q(holder="") | Q(expires_at__lt=now) | Q(holder=holder)
+        updated = (
+            Lease.objects.filter(scope=scope, key=key)
+            .filter(claimable)
+            .update(holder=holder, token=F("token") + 1, acquired_at=now, expires_at=expires)
+        )
+        if updated:
+            token = Lease.objects.filter(scope=scope, key=key).values_list("token", flat=True).get()
+            return LeaseGrant(scope=scope, key=key, holder=holder, token=token, expires_at=expires)
+        current = Lease.objects.filter(scope=scope, key=key).first()
+        if current is not None:
+            raise LeaseHeld(
+                f"{scope} lease for {key!r} is held by {current.holder!r}", holder=current.holder, token=current.token
+            )
+        try:
+            with transaction.atomic():
+                Lease.objects.create(scope=scope, key=key, holder=holder, token=1, acquired_at=now, expires_at=expires)
+            return LeaseGrant(scope=scope, key=key, holder=holder, token=1, expires_at=expires)
+        except IntegrityError:
+            continue  # someone created it first; loop and contend through the UPDATE path
+    raise LeaseHeld(f"{scope} lease for {key!r} is contended", holder="", token=0)
+
+
+def lease_renew(*, scope: str, key: str, token: int, ttl: float) -> LeaseGrant:
+    """Extend a lease we still hold (same token). Raises ``LeaseLost`` otherwise."""
+    now = timezone.now()
+    expires = now + timedelta(seconds=ttl)
+    updated = (
+        Lease.objects.filter(scope=scope, key=key, token=token, expires_at__gte=now)
+        .exclude(holder="")
+        .update(expires_at=expires)
+    )
+    if not updated:
+        raise LeaseLost(f"{scope} lease for {key!r} (token {token}) is no longer held")
+    holder = Lease.objects.filter(scope=scope, key=key).values_list("holder", flat=True).get()
+    return LeaseGrant(scope=scope, key=key, holder=holder, token=token, expires_at=expires)
+
+
+def lease_release(*, scope: str, key: str, token: int) -> bool:
+    """Release if the token is still current. Returns whether anything was released."""
+    return bool(Lease.objects.filter(scope=scope, key=key, token=token).update(holder="", expires_at=timezone.now()))
+
+
+def lease_check(*, scope: str, key: str, token: int, lock: bool = False) -> None:
+    """Raise ``LeaseLost`` unless ``token`` is the current, unexpired token. With ``lock`` (inside
+    a transaction) the lease row is locked on PostgreSQL so it cannot change before commit."""
+    qs = Lease.objects.filter(scope=scope, key=key, token=token, expires_at__gte=timezone.now()).exclude(holder="")
+    if lock:
+        qs = qs.select_for_update()
+    if not qs.exists():
+        raise LeaseLost(f"{scope} lease for {key!r} (token {token}) is no longer held")
+
+
+def lease_revoke(*, scope: str, key: str) -> None:
+    """Operator action: drop the holder and bump the token so the old holder is fenced out."""
+    if not Lease.objects.filter(scope=scope, key=key).update(
+        holder="", token=F("token") + 1, expires_at=timezone.now()
+    ):
+        raise NotFound(f"no {scope} lease for {key!r}")
+
+
+# --- effect journal ---------------------------------------------------------------------
+
+
+def effect_lookup(*, replay_key: str) -> dict[str, Any] | None:
+    row = Effect.objects.filter(replay_key=replay_key).values_list("outcome", flat=True).first()
+    return row
+
+
+def effect_record(*, workspace: Workspace | int, scope: str, replay_key: str, kind: str, outcome: dict) -> dict:
+    """Record an effect's outcome; the first writer wins and later writers get its outcome back."""
+    workspace_id = workspace if isinstance(workspace, int) else workspace.pk
+    try:
+        with transaction.atomic():
+            Effect.objects.create(
+                workspace_id=workspace_id, scope=scope, replay_key=replay_key, kind=kind, outcome=outcome
+            )
+        return outcome
+    except IntegrityError:
+        return Effect.objects.filter(replay_key=replay_key).values_list("outcome", flat=True).get()
+
+
+# --- event retention --------------------------------------------------------------------
+
+
+def events_prune(*, older_than_days: int | None = None, batch_size: int | None = None) -> int:
+    """Delete durable events older than the retention window, in batches, and advance each
+    workspace's ``pruned_through`` so a client holding a pruned cursor is told of the gap.
+    Returns the number of rows deleted."""
+    from django.db.models import Max
+
+    from lashops.core.models import Event
+
+    days = older_than_days if older_than_days is not None else settings.LASHOPS_EVENT_RETENTION_DAYS
+    size = batch_size or settings.LASHOPS_EVENT_PRUNE_BATCH
+    cutoff = timezone.now() - timedelta(days=days)
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            batch = list(Event.objects.filter(ts__lt=cutoff).order_by("id").values_list("id", flat=True)[:size])
+            if not batch:
+                return deleted
+            marks = Event.objects.filter(id__in=batch).values("workspace_id").annotate(top=Max("cursor"))
+            for mark in marks:
+                StreamHead.objects.filter(workspace_id=mark["workspace_id"], pruned_through__lt=mark["top"]).update(
+                    pruned_through=mark["top"]
+                )
+            deleted += Event.objects.filter(id__in=batch).delete()[0]

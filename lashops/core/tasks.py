@@ -1,0 +1,31 @@
+"""Platform tasks. Thin: they call services."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from celery import shared_task
+from django.db import transaction
+
+from lashops.core.events import publish
+from lashops.core.models import Workspace
+from lashops.core.services import events_prune
+
+
+@shared_task(name="lashops.core.events_prune")
+def events_prune_task() -> int:
+    return events_prune()
+
+
+@shared_task(name="lashops.core.runner_probe")
+def runner_probe_task(*, workspace_id: int, probe_id: str) -> None:
+    """Proves the runner round trip: publishes ``runner.probe_completed`` from wherever it ran."""
+    workspace = Workspace.objects.get(pk=workspace_id)
+    with transaction.atomic():
+        publish(
+            workspace=workspace,
+            type="runner.probe_completed",
+            subject={"probe": probe_id},
+            data={"host": socket.gethostname(), "pid": os.getpid()},
+        )

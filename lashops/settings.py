@@ -1,0 +1,150 @@
+"""LashOps settings: one module, read from the environment.
+
+Nothing set means the embedded default: SQLite file, in-memory channel layer,
+in-process runner and scheduler, scripted model. See README.md "Configuration".
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from lashops.env import database_from_url, env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("LASHOPS_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", False)
+# pytest-django imports settings before any conftest can set the environment, so detect it here.
+TESTING = env_bool("LASHOPS_TESTING", False) or "pytest" in sys.modules
+
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if not (DEBUG or TESTING):
+        raise ImproperlyConfigured("SECRET_KEY is required unless DEBUG=1 (set it to a long random string)")
+    SECRET_KEY = "lashops-development-only-secret-key-never-use-in-production"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "lashops.core",
+    "sessions_app",
+    "processes_app",
+    "mobs_app",
+]
+
+MIDDLEWARE = [
+    "lashops.core.middleware.ApiErrorMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "lashops.urls"
+ASGI_APPLICATION = "lashops.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database -------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'lashops.sqlite3'}")
+DATABASES = {"default": database_from_url(DATABASE_URL, base_dir=BASE_DIR)}
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("LASHOPS_DB_CONN_MAX_AGE", 0, minimum=0)
+_test_name = env_str("LASHOPS_TEST_DATABASE_NAME")
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file, not :memory:, so runner threads share it under WAL as they do in production.
+    DATABASES["default"]["TEST"] = {"NAME": _test_name or f"/tmp/lashops-test-{os.getpid()}.sqlite3"}
+elif _test_name:
+    DATABASES["default"]["TEST"] = {"NAME": _test_name}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- channels -------------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+LASHOPS_CHANNEL_CAPACITY = env_int("LASHOPS_CHANNEL_CAPACITY", 1000, minimum=10)
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": LASHOPS_CHANNEL_CAPACITY, "expiry": 60},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": LASHOPS_CHANNEL_CAPACITY}}
+    }
+
+# --- celery / runner ------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
+# No broker: the in-process thread driver runs work (see lashops.core.runner).
+LASHOPS_RUNNER = "celery" if CELERY_BROKER_URL else "in_process"
+LASHOPS_RUNNER_THREADS = env_int("LASHOPS_RUNNER_THREADS", 8, minimum=1)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = "lashops"
+CELERY_BEAT_SCHEDULE = {
+    "lashops-events-prune": {"task": "lashops.core.events_prune", "schedule": 3600.0},
+}
+
+# --- auth, sessions, static -----------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/admin/login/"
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+MEDIA_ROOT = Path(env_str("LASHOPS_MEDIA_ROOT", str(VAR_DIR / "media")))
+
+# Django refuses bodies over this before the API sees them; the API middleware answers 413.
+LASHOPS_API_MAX_BODY_BYTES = env_int("LASHOPS_API_MAX_BODY_BYTES", 1_048_576, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = LASHOPS_API_MAX_BODY_BYTES
+
+# --- LashOps knobs --------------------------------------------------------------------
+LASHOPS_EVENT_RETENTION_DAYS = env_int("LASHOPS_EVENT_RETENTION_DAYS", 30, minimum=1)
+LASHOPS_EVENT_PRUNE_BATCH = env_int("LASHOPS_EVENT_PRUNE_BATCH", 5000, minimum=100)
+LASHOPS_WS_REPLAY_BATCH = env_int("LASHOPS_WS_REPLAY_BATCH", 500, minimum=10)
+LASHOPS_API_KEY_TOUCH_SECONDS = env_float("LASHOPS_API_KEY_TOUCH_SECONDS", 60.0, minimum=0.0)
+LASHOPS_HEALTH_PING_TIMEOUT = env_float("LASHOPS_HEALTH_PING_TIMEOUT", 1.0, minimum=0.1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LASHOPS_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

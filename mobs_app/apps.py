@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class MobsAppConfig(AppConfig):
+    name = "mobs_app"
+    verbose_name = "Mobs"

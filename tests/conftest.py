@@ -1,0 +1,89 @@
+"""Shared fixtures, and the rules for tests that need real services.
+
+``make test`` runs the suite twice: on SQLite (the embedded default; tests marked
+``postgres`` are deselected) and on PostgreSQL (``DATABASE_URL``). A test that needs a
+service skips with the reason when the service is unreachable, unless
+``LASHOPS_REQUIRE_SERVICES=1`` (CI), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LASHOPS_TESTING", "1")
+
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("LASHOPS_REQUIRE_SERVICES", "").lower() in {"1", "true", "yes", "on"}
+TEST_REDIS_URL = os.environ.get("LASHOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def service_missing(reason: str) -> None:
+    """Skip (laptop) or fail (CI) because a service the test needs is not there."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required service unavailable: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith(("postgres://", "postgresql://")) and not _reachable(url, 5432):
+        if REQUIRE_SERVICES:
+            pytest.exit(f"PostgreSQL at {urlsplit(url).hostname} is unreachable and services are required", 1)
+        pytest.exit("PostgreSQL is unreachable: skipping the PostgreSQL pass", 0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from django.conf import settings
+
+    on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+    for item in items:
+        if item.get_closest_marker("postgres") and not on_postgres:
+            item.add_marker(pytest.mark.skip(reason="PostgreSQL only: runs in the PostgreSQL pass (DATABASE_URL)"))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    if not _reachable(TEST_REDIS_URL, 6379):
+        service_missing(f"Redis unreachable at {TEST_REDIS_URL}")
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def workspace(db):
+    from lashops.core.services import workspace_create
+
+    return workspace_create(slug="acme", name="Acme")
+
+
+@pytest.fixture
+def other_workspace(db):
+    from lashops.core.services import workspace_create
+
+    return workspace_create(slug="globex", name="Globex")
+
+
+@pytest.fixture
+def api_key(workspace):
+    from lashops.core.services import api_key_create
+
+    return api_key_create(workspace=workspace, name="tests").plaintext
+
+
+@pytest.fixture
+def api(client, api_key):
+    """A Django test client that sends the workspace API key."""
+    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
+    return client
