@@ -19,6 +19,7 @@ import pytest
 
 REQUIRE_SERVICES = os.environ.get("LASHOPS_REQUIRE_SERVICES", "").lower() in {"1", "true", "yes", "on"}
 TEST_REDIS_URL = os.environ.get("LASHOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+TEST_BROKER_URL = os.environ.get("LASHOPS_TEST_BROKER_URL", "redis://127.0.0.1:6379/14")
 
 
 def _reachable(url: str, default_port: int) -> bool:
@@ -59,6 +60,17 @@ def redis_url() -> str:
     if not _reachable(TEST_REDIS_URL, 6379):
         service_missing(f"Redis unreachable at {TEST_REDIS_URL}")
     return TEST_REDIS_URL
+
+
+@pytest.fixture
+def broker_url(redis_url) -> str:
+    """An empty Redis database for a Celery broker (flushed before each test)."""
+    import redis
+
+    if not _reachable(TEST_BROKER_URL, 6379):
+        service_missing(f"Redis broker unreachable at {TEST_BROKER_URL}")
+    redis.Redis.from_url(TEST_BROKER_URL).flushdb()
+    return TEST_BROKER_URL
 
 
 @pytest.fixture

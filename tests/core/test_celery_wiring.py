@@ -5,19 +5,11 @@ import sys
 import time
 
 import pytest
-import redis
 
 from lashops.core.models import Event
 from tests.workers import ROOT, WorkerProcess, celery_app_on, service_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.celery, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def broker_url(redis_url):
-    url = redis_url.rsplit("/", 1)[0] + "/14"
-    redis.Redis.from_url(url).flushdb()
-    return url
 
 
 def test_real_worker_runs_a_task_dispatched_after_commit(api, workspace, broker_url, settings, tmp_path):
