@@ -77,6 +77,8 @@ TEMPLATES = [
 # --- database -------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'lashops.sqlite3'}")
 DATABASES = {"default": database_from_url(DATABASE_URL, base_dir=BASE_DIR)}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("LASHOPS_DB_CONN_MAX_AGE", 0, minimum=0)
 _test_name = env_str("LASHOPS_TEST_DATABASE_NAME")
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
