@@ -15,6 +15,7 @@ from lashops.core.errors import LashOpsError
 from lashops.core.health import health_report
 from lashops.core.middleware import error_response
 from lashops.core.schemas import HealthOut
+from sessions_app.api import router as sessions_router
 
 api = NinjaAPI(
     title="LashOps API",
@@ -96,3 +97,4 @@ def health(request: HttpRequest):
 
 
 api.add_router("/", core_router)
+api.add_router("/sessions", sessions_router)

@@ -3,7 +3,9 @@
 from django.urls import path
 
 from lashops.core.consumers import FleetConsumer
+from sessions_app.consumers import SessionConsumer
 
 websocket_urlpatterns = [
     path("ws/fleet/", FleetConsumer.as_asgi()),
+    path("ws/sessions/<str:session_id>/", SessionConsumer.as_asgi()),
 ]

@@ -143,6 +143,21 @@ LASHOPS_WS_REPLAY_BATCH = env_int("LASHOPS_WS_REPLAY_BATCH", 500, minimum=10)
 LASHOPS_API_KEY_TOUCH_SECONDS = env_float("LASHOPS_API_KEY_TOUCH_SECONDS", 60.0, minimum=0.0)
 LASHOPS_HEALTH_PING_TIMEOUT = env_float("LASHOPS_HEALTH_PING_TIMEOUT", 1.0, minimum=0.1)
 
+# --- mobs (mobs_app) ------------------------------------------------------------------
+LASHOPS_MOB_RUNTIME_ID = env_str("LASHOPS_MOB_RUNTIME_ID", "")  # lease holder id; default host:pid
+LASHOPS_MOB_LEASE_TTL = env_float("LASHOPS_MOB_LEASE_TTL", 30.0, minimum=0.1)
+LASHOPS_MOB_LEASE_PROVIDER = env_str("LASHOPS_MOB_LEASE_PROVIDER", "")  # dotted path; default: the database
+LASHOPS_MOB_MAX_SESSIONS = env_int("LASHOPS_MOB_MAX_SESSIONS", 64, minimum=1)
+LASHOPS_MOB_SHELL_ENABLED = env_bool("LASHOPS_MOB_SHELL_ENABLED", False)
+LASHOPS_MOB_MATERIALIZE_WAIT = env_float("LASHOPS_MOB_MATERIALIZE_WAIT", 30.0, minimum=0.1)
+LASHOPS_MOB_MEMBER_SESSIONS = env_str("LASHOPS_MOB_MEMBER_SESSIONS", "mobs_app.members:SessionsAppMemberSessions")
+LASHOPS_MOB_TOPOLOGY_PROVIDER = env_str("LASHOPS_MOB_TOPOLOGY_PROVIDER", "")
+# "before_create=pkg.mod:fn,on_error=pkg.mod:fn2" (a hook may be named several times)
+LASHOPS_MOB_HOOKS: dict[str, list[str]] = {}
+for _item in env_list("LASHOPS_MOB_HOOKS", []):
+    _name, _, _path = _item.partition("=")
+    LASHOPS_MOB_HOOKS.setdefault(_name.strip(), []).append(_path.strip())
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -150,3 +165,21 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LASHOPS_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# --- sessions and the agent runtime ---------------------------------------------------
+# Tool providers and plugin factories by dotted path ("pkg.module:callable"), comma-separated.
+LASHOPS_TOOL_PROVIDERS = env_list("LASHOPS_TOOL_PROVIDERS", ["lashops.runtime.builtin_tools:builtin_tools"])
+LASHOPS_PLUGINS = env_list("LASHOPS_PLUGINS", [])
+# The model a session gets when it names none: "provider:model" (scripted needs no key).
+LASHOPS_DEFAULT_MODEL = env_str("LASHOPS_DEFAULT_MODEL", "scripted:scripted-1")
+LASHOPS_TRACE_FILE = env_str("LASHOPS_TRACE_FILE")
+LASHOPS_SESSION_LEASE_TTL = env_float("LASHOPS_SESSION_LEASE_TTL", 30.0, minimum=1.0)
+LASHOPS_MAX_INPUT_CHARS = env_int("LASHOPS_MAX_INPUT_CHARS", 100_000, minimum=1)
+LASHOPS_TURN_MAX_STEPS = env_int("LASHOPS_TURN_MAX_STEPS", 16, minimum=1)
+LASHOPS_MAX_CONCURRENT_TOOLS = env_int("LASHOPS_MAX_CONCURRENT_TOOLS", 8, minimum=1)
+LASHOPS_PROVIDER_MAX_ATTEMPTS = env_int("LASHOPS_PROVIDER_MAX_ATTEMPTS", 4, minimum=1)
+LASHOPS_PROVIDER_RETRY_BASE_DELAY = env_float("LASHOPS_PROVIDER_RETRY_BASE_DELAY", 0.5, minimum=0.0)
+LASHOPS_PROVIDER_TIMEOUT = env_float("LASHOPS_PROVIDER_TIMEOUT", 120.0, minimum=0.1)
+# A queued or running turn whose lease has been free this long is re-driven by the sweeper.
+LASHOPS_TURN_SWEEP_GRACE = env_float("LASHOPS_TURN_SWEEP_GRACE", 5.0, minimum=0.0)
+CELERY_BEAT_SCHEDULE["lashops-turns-sweep"] = {"task": "lashops.sessions.turns_sweep", "schedule": 10.0}

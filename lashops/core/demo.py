@@ -7,3 +7,6 @@ from lashops.core.models import Workspace
 
 def seed_demo_content(*, workspace: Workspace) -> None:
     """Create the demo's example objects (idempotent)."""
+    from sessions_app.demo import seed as seed_sessions
+
+    seed_sessions(workspace=workspace)
