@@ -17,7 +17,7 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_database_url() -> str:
+def current_database_url() -> str:
     """A DATABASE_URL for the database this test process is using (the test database)."""
     s = connection.settings_dict
     if s["ENGINE"].endswith("sqlite3"):
@@ -30,7 +30,7 @@ def service_env(broker_url: str, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
-            "DATABASE_URL": test_database_url(),
+            "DATABASE_URL": current_database_url(),
             "CELERY_BROKER_URL": broker_url,
             "REDIS_URL": broker_url,
             "LASHOPS_TESTING": "1",
