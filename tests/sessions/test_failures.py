@@ -102,7 +102,8 @@ def test_killed_driver_is_redriven_without_repeating_completed_effects(workspace
     # Step 0 went to the model once (no tool result in its prompt), the tool ran once.
     step0 = [r for r in requests if not any(m.get("role") == "tool" for m in r.body["messages"])]
     assert len(step0) == 1
-    assert open(tally).read().splitlines() == ["call_1"]
+    with open(tally) as handle:
+        assert handle.read().splitlines() == ["call_1"]
     assert len(requests) == 3  # step 0, the killed step-1 attempt, the re-driven step 1
 
     with VendorServer([_tally_call(str(tmp_path / "other.txt")), {"text": ["all ", "done"]}]) as server:
