@@ -40,7 +40,13 @@ def _tools(paths: tuple[str, ...]) -> tuple:
 
 
 def tool_catalog(session: Session) -> ToolCatalog:
-    return ToolCatalog(list(_tools(tuple(settings.LASHOPS_TOOL_PROVIDERS))), generation=session.tool_catalog_generation)
+    """The session's catalog: every configured tool, or only those named in ``metadata["tools"]``
+    (membership is availability)."""
+    tools = list(_tools(tuple(settings.LASHOPS_TOOL_PROVIDERS)))
+    allowed = session.metadata.get("tools")
+    if isinstance(allowed, list):
+        tools = [t for t in tools if t.name in allowed]
+    return ToolCatalog(tools, generation=session.tool_catalog_generation)
 
 
 @cache

@@ -257,3 +257,11 @@ def test_delete_returns_a_report(api):
     report = api.delete("/api/sessions/s1").json()
     assert report["turns"] == 1 and report["nodes"] == 5 and report["effects"] >= 2
     assert api.get("/api/sessions/s1").status_code == 404
+
+
+def test_session_tool_allow_list_limits_the_catalog(api):
+    model = scripted({"tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}}]}, {"text": "ok"})
+    _open(api, model=model, metadata={"tools": ["clock"]})
+    assert _turn(api).json()["outcome"] == "finished"
+    result = Node.objects.get(kind="tool_result")
+    assert result.payload["is_error"] is True  # calculator is not a member of this session's catalog
