@@ -21,6 +21,7 @@ from sessions_app.schemas import (
     InputOut,
     SessionIn,
     SessionOut,
+    SessionStatusIn,
     TranscriptOut,
     TurnIn,
     TurnOut,
@@ -58,6 +59,13 @@ def session_list(request: HttpRequest):
 @router.get("/{session_id}", response={200: SessionOut, 404: ErrorOut})
 def session_detail(request: HttpRequest, session_id: str):
     return selectors.session_get(workspace=request.workspace, session_id=session_id)
+
+
+@router.patch("/{session_id}", response={200: SessionOut, **ERRORS})
+def session_update(request: HttpRequest, session_id: str, payload: SessionStatusIn):
+    """Park, close or re-open a session. Needs the lane free (409 while a turn runs)."""
+    session = selectors.session_get(workspace=request.workspace, session_id=session_id)
+    return services.session_set_status(session=session, status=payload.status)
 
 
 @router.delete("/{session_id}", response={200: dict, 404: ErrorOut, 409: ErrorOut})

@@ -22,6 +22,10 @@ class SessionIn(Schema):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class SessionStatusIn(Schema):
+    status: Literal["open", "parked", "closed"]
+
+
 class SessionOut(Schema):
     id: str
     mode: str

@@ -137,9 +137,16 @@ def session_open(
         if existing is not None:
             if existing.workspace_id != workspace.pk:
                 raise SessionConflict("this session id is not available")
+            changed = []
             if spec is not None and spec != existing.model:
                 existing.model = spec
-                existing.save(update_fields=["model", "updated_at"])
+                changed.append("model")
+            if existing.status == Session.Status.PARKED:
+                existing.status = Session.Status.OPEN  # opening a parked session resumes it
+                changed.append("status")
+                publish(workspace=workspace, type="session.open", subject=_subject(existing.pk))
+            if changed:
+                existing.save(update_fields=[*changed, "updated_at"])
             return existing, False
         session = Session.objects.create(
             id=session_id,
@@ -765,7 +772,11 @@ def child_turn_run(
             turn = turn_drive(turn_id=turn.pk)
     except Exception as exc:  # the parent's model sees the failure as a tool error
         return {"final_text": f"sub-agent failed: {exc}", "usage": Usage(), "session_id": None, "is_error": True}
-    usage = Usage(**{name: getattr(turn, name) for name in _TOKEN_FIELDS})
+    # The child's total: its own usage plus what its own subagents reported, so a root turn
+    # counts the whole tree (only input/output are kept for grandchildren).
+    usage = Usage(**{name: getattr(turn, name) for name in _TOKEN_FIELDS}) + Usage(
+        input_tokens=turn.child_input_tokens, output_tokens=turn.child_output_tokens
+    )
     failed = turn.outcome != Turn.Outcome.FINISHED
     text = turn.final_text if not failed else f"sub-agent stopped: {turn.stop_reason} {turn.stop_detail}".strip()
     return {"final_text": text, "usage": usage, "session_id": child.pk, "is_error": failed}

@@ -265,3 +265,23 @@ def test_session_tool_allow_list_limits_the_catalog(api):
     assert _turn(api).json()["outcome"] == "finished"
     result = Node.objects.get(kind="tool_result")
     assert result.payload["is_error"] is True  # calculator is not a member of this session's catalog
+
+
+def test_park_then_reopen_preserves_the_transcript_and_closed_refuses_turns(api):
+    model = scripted({"text": "one"}, {"text": "two"})
+    _open(api, model=model)
+    _turn(api, "first")
+    parked = api.patch("/api/sessions/s1", data={"status": "parked"}, content_type="application/json")
+    assert parked.json()["status"] == "parked"
+    assert _turn(api, "while parked").json()["error"]["code"] == "session_closed"
+    assert _open(api, model=model).json()["status"] == "open"  # opening a parked session resumes it
+    assert _turn(api, "second").json()["final_text"] == "two"
+    api.patch("/api/sessions/s1", data={"status": "closed"}, content_type="application/json")
+    assert _turn(api, "late").status_code == 409
+
+
+def test_park_while_a_turn_runs_is_409(api):
+    _open(api)
+    Session.objects.filter(pk="s1").update(active_turn_id="running")
+    response = api.patch("/api/sessions/s1", data={"status": "parked"}, content_type="application/json")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "session_execution_busy"
