@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.db.models import Count, QuerySet, Sum
@@ -64,6 +65,11 @@ _FIELDS = (
 )
 
 
+def _usd(value: Decimal | None) -> str:
+    # SQLite's SUM comes back with 18 places, PostgreSQL's with the column's 6: answer alike.
+    return str((value or Decimal(0)).quantize(Decimal("0.000001")))
+
+
 def usage_report(*, session: Session) -> dict[str, Any]:
     """Own usage, child usage (subagents) and a breakdown by source and model."""
     rows = (
@@ -72,7 +78,7 @@ def usage_report(*, session: Session) -> dict[str, Any]:
         .annotate(calls=Count("id"), **{f: Sum(f) for f in _FIELDS})
         .order_by("source", "provider", "model")
     )
-    by_model = [{k: (str(v) if k == "cost_usd" else v) for k, v in row.items()} for row in rows]
+    by_model = [{k: (_usd(v) if k == "cost_usd" else v) for k, v in row.items()} for row in rows]
     own = {f: getattr(session, f) for f in _FIELDS}
     child = {f: sum(r[f] or 0 for r in rows if r["source"] == "child") for f in _FIELDS if f != "cost_usd"}
     total = {f: (own[f] or 0) + child.get(f, 0) for f in _FIELDS if f != "cost_usd"}
