@@ -143,6 +143,14 @@ LASHOPS_WS_REPLAY_BATCH = env_int("LASHOPS_WS_REPLAY_BATCH", 500, minimum=10)
 LASHOPS_API_KEY_TOUCH_SECONDS = env_float("LASHOPS_API_KEY_TOUCH_SECONDS", 60.0, minimum=0.0)
 LASHOPS_HEALTH_PING_TIMEOUT = env_float("LASHOPS_HEALTH_PING_TIMEOUT", 1.0, minimum=0.1)
 
+# --- live operations: worker heartbeats, socket buffers, dashboards --------------------
+LASHOPS_WORKER_HEARTBEAT = env_bool("LASHOPS_WORKER_HEARTBEAT", not TESTING)
+LASHOPS_WORKER_BEAT_SECONDS = env_float("LASHOPS_WORKER_BEAT_SECONDS", 5.0, minimum=0.1)
+LASHOPS_WORKER_STALE_SECONDS = env_float("LASHOPS_WORKER_STALE_SECONDS", 30.0, minimum=0.5)
+LASHOPS_WORKER_FORGET_HOURS = env_float("LASHOPS_WORKER_FORGET_HOURS", 24.0, minimum=0.0)
+LASHOPS_WS_SEND_QUEUE = env_int("LASHOPS_WS_SEND_QUEUE", 1000, minimum=10)
+CELERY_BEAT_SCHEDULE["lashops-workers-prune"] = {"task": "lashops.core.workers_prune", "schedule": 3600.0}
+
 # --- mobs (mobs_app) ------------------------------------------------------------------
 LASHOPS_MOB_RUNTIME_ID = env_str("LASHOPS_MOB_RUNTIME_ID", "")  # lease holder id; default host:pid
 LASHOPS_MOB_LEASE_TTL = env_float("LASHOPS_MOB_LEASE_TTL", 30.0, minimum=0.1)

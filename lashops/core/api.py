@@ -118,3 +118,11 @@ def runner_probe(request: HttpRequest):
         publish(workspace=request.workspace, type="runner.probe_requested", subject={"probe": probe_id})
         dispatch(runner_probe_task, workspace_id=request.workspace.pk, probe_id=probe_id)
     return Status(202, {"probe_id": probe_id, "runner": runner_mode()})
+
+
+@router.get("/workers", response=list[dict])
+def worker_list(request: HttpRequest):
+    """Every runner process (Celery pool process or in-process driver) with its last heartbeat,
+    health (``healthy``/``stale``/``stopped``), work in flight, and for a stale one the leases
+    it still holds (``at_risk``) until they expire and the sweeper reclaims the work."""
+    return selectors.worker_report()

@@ -1,4 +1,8 @@
+import os
+import sys
+
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class CoreConfig(AppConfig):
@@ -7,4 +11,23 @@ class CoreConfig(AppConfig):
     verbose_name = "Platform"
 
     def ready(self) -> None:
-        from lashops.core import admin_site  # noqa: F401  (titles the admin site)
+        from lashops.core import (
+            admin_site,  # noqa: F401  (titles the admin site)
+            worker_signals,  # noqa: F401  (Celery worker heartbeats)
+        )
+
+        if serving_asgi() and settings.LASHOPS_RUNNER == "in_process":
+            from lashops.core import heartbeat
+
+            heartbeat.start(kind="in_process")
+
+
+def serving_asgi() -> bool:
+    """True in a process that serves HTTP (daphne, or runserver's serving child)."""
+    if "daphne" in os.path.basename(sys.argv[0]):
+        return True
+    return (
+        len(sys.argv) > 1
+        and sys.argv[1] == "runserver"
+        and bool(os.environ.get("RUN_MAIN") or "--noreload" in sys.argv)
+    )

@@ -8,6 +8,8 @@ Protocol (server -> client, JSON):
   events carry ``"cursor": null, "live": true``;
 * ``{"type": "stream.gap", "data": {"requested_cursor", "latest_cursor", "reason"}}`` when the
   cursor points into pruned history: reload state, then continue from ``latest_cursor``;
+* ``{"type": "stream.gap", ... "reason": "slow_consumer", "dropped"}`` when the socket fell more
+  than ``LASHOPS_WS_SEND_QUEUE`` messages behind: same recovery;
 * ``{"type": "stream.error", "data": {"code", "message"}}`` then close (4400) for a bad cursor.
 Unauthenticated sockets are refused at the handshake.
 """
@@ -26,7 +28,7 @@ from lashops.core import live
 from lashops.core.auth import bearer_token, workspace_for_user
 from lashops.core.events import envelope
 from lashops.core.models import Workspace
-from lashops.core.selectors import events_after, stream_bounds
+from lashops.core.selectors import events_after, latest_committed_cursor, stream_bounds
 from lashops.core.services import api_key_authenticate
 
 
@@ -73,8 +75,20 @@ class WorkspaceAuthMiddleware:
 class ReplayingConsumer(AsyncJsonWebsocketConsumer):
     """Base for every stream. Subclasses say which groups to join (``stream_groups``),
     which durable rows belong to the stream (``stream_filter``) and may authorise the
-    subject (``authorize``)."""
+    subject (``authorize``).
 
+    Live messages are taken off the channel layer at once into a bounded per-socket queue
+    (``LASHOPS_WS_SEND_QUEUE``) drained by a writer task, so a slow socket never makes the
+    layer's own buffer overflow silently and never slows a publisher. When the queue is full
+    the socket is *behind*: what is queued and what arrives is dropped, and the client gets
+    ``stream.gap`` (reason ``slow_consumer``) with ``latest_cursor``; it reloads state and
+    continues from there (or fetches the missed range over HTTP from ``requested_cursor``).
+
+    Streams whose cursors are contiguous (``contiguous = True``: the fleet stream holds every
+    cursor of the workspace) also heal small holes, such as a message the channel layer
+    dropped, by replaying the missing range from the database before forwarding."""
+
+    contiguous = False
     workspace: Workspace
     last_sent: int
     buffering: bool
@@ -91,6 +105,10 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
     async def authorize(self) -> bool:
         return True
 
+    async def transmit(self, payload: dict[str, Any]) -> None:
+        """Write one message to the socket (the one place sends go through)."""
+        await self.send_json(payload)
+
     # --- lifecycle --------------------------------------------------------------------
 
     async def connect(self) -> None:
@@ -104,13 +122,18 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
             return
         self.buffering = True
         self.buffer = []
+        self.buffer_overflow = False
+        self.behind = False
+        self.dropped = 0
         self.joined: list[str] = []
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=settings.LASHOPS_WS_SEND_QUEUE)
+        self.writer: asyncio.Task | None = None
         await self.accept()
         params = query_params(self.scope)
         after_raw = params.get("after")
         pruned, latest = await database_sync_to_async(stream_bounds)(workspace=workspace)
         if after_raw is None or after_raw == "":
-            after = latest  # no cursor: live from now
+            after = await self._committed_cursor()  # no cursor: live from now
         else:
             try:
                 after = int(after_raw)
@@ -128,7 +151,8 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.append(group)
         if after < pruned:
-            await self.send_json(
+            latest = await self._committed_cursor()
+            await self.transmit(
                 {
                     "type": "stream.gap",
                     "data": {"requested_cursor": after, "latest_cursor": latest, "reason": "trimmed"},
@@ -137,21 +161,29 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
             after = latest
         self.last_sent = after
         replayed = await self._replay()
-        await self.send_json(
+        while self.buffer_overflow:  # a long replay outran the buffer: replay again from the database
+            self.buffer_overflow = False
+            self.buffer = [e for e in self.buffer if e.get("cursor") is not None]
+            replayed += await self._replay()
+        await self.transmit(
             {"type": "stream.ready", "data": {"after": after, "latest_cursor": self.last_sent, "replayed": replayed}}
         )
         buffered, self.buffer = self.buffer, []
         self.buffering = False
         for event in buffered:
             await self._forward(event)
+        self.writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def disconnect(self, code: int) -> None:
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.cancel()
         for group in getattr(self, "joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "ping":
-            await self.send_json({"type": "pong", "data": {"latest_cursor": self.last_sent}})
+            await self.transmit({"type": "pong", "data": {"latest_cursor": self.last_sent}})
 
     # --- replay and live --------------------------------------------------------------
 
@@ -161,7 +193,7 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
         while True:
             rows = await self._load(self.last_sent, batch)
             for event in rows:
-                await self.send_json(event)
+                await self.transmit(event)
                 self.last_sent = event["cursor"]
             total += len(rows)
             if len(rows) < batch:
@@ -172,32 +204,81 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
         rows = events_after(workspace=self.workspace, after=after, limit=limit, **self.stream_filter())
         return [envelope(e, self.workspace.slug) for e in rows]
 
+    @database_sync_to_async
+    def _committed_cursor(self) -> int:
+        return latest_committed_cursor(workspace=self.workspace)
+
     async def stream_event(self, message: dict[str, Any]) -> None:
         event = message["event"]
         if self.buffering:
+            if len(self.buffer) >= settings.LASHOPS_WS_SEND_QUEUE:
+                self.buffer_overflow = True
+                return
             self.buffer.append(event)
             return
-        await self._forward(event)
+        if self.behind:
+            self.dropped += 1
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.behind = True
+            self.dropped += 1
+
+    async def _write_loop(self) -> None:
+        while True:
+            event = await self.queue.get()
+            if self.behind:
+                await self._resync()
+                continue
+            await self._forward(event)
+
+    async def _resync(self) -> None:
+        """The socket fell too far behind: drop what is queued and tell the client where to resume."""
+        dropped = self.dropped + self.queue.qsize() + 1
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        requested = self.last_sent
+        latest = max(await self._committed_cursor(), requested)
+        self.last_sent = latest
+        self.dropped = 0
+        self.behind = False
+        await self.transmit(
+            {
+                "type": "stream.gap",
+                "data": {
+                    "requested_cursor": requested,
+                    "latest_cursor": latest,
+                    "reason": "slow_consumer",
+                    "dropped": dropped,
+                },
+            }
+        )
 
     async def _forward(self, event: dict[str, Any]) -> None:
         cursor = event.get("cursor")
         if cursor is None:
-            await self.send_json(event)  # live lane
+            await self.transmit(event)  # live lane
             return
+        if self.contiguous and cursor > self.last_sent + 1:
+            await self._replay()  # heal a hole (a message the layer dropped) from the database
         if cursor <= self.last_sent:
             return  # already replayed
         self.last_sent = cursor
-        await self.send_json(event)
+        await self.transmit(event)
 
     async def _error(self, code: str, message: str) -> None:
-        await self.send_json({"type": "stream.error", "data": {"code": code, "message": message}})
+        await self.transmit({"type": "stream.error", "data": {"code": code, "message": message}})
         await self.close(code=4400)
 
 
 class FleetConsumer(ReplayingConsumer):
     """/ws/fleet/: every durable event of the caller's workspace."""
 
+    contiguous = True
+
     def stream_groups(self) -> list[str]:
         from lashops.core.events import fleet_group
+        from lashops.core.heartbeat import WORKERS_GROUP
 
-        return [fleet_group(self.workspace.pk)]
+        return [fleet_group(self.workspace.pk), WORKERS_GROUP]

@@ -64,6 +64,20 @@ def check_runner() -> dict[str, Any]:
     return {"ok": bool(workers), "detail": {"mode": mode, "workers": workers}}
 
 
+def check_workers() -> dict[str, Any]:
+    """Heartbeat counts by health; informational (a stale worker does not degrade health,
+    the sweeper reclaims its work)."""
+    from lashops.core.selectors import worker_health, worker_list
+
+    counts = {"healthy": 0, "stale": 0, "stopped": 0}
+    try:
+        for row in worker_list():
+            counts[worker_health(row)] += 1
+    except Exception as exc:
+        return {"ok": False, "detail": {"error": str(exc)[:200]}}
+    return {"ok": True, "detail": counts}
+
+
 def health_report() -> dict[str, Any]:
     database = check_database()
     layer = check_channel_layer()
@@ -79,6 +93,7 @@ def health_report() -> dict[str, Any]:
         "database": database,
         "channel_layer": layer,
         "runner": runner,
+        "workers": check_workers() if database["ok"] else {"ok": False, "detail": {}},
         "versions": {
             "lashops": lashops.__version__,
             "python": platform.python_version(),

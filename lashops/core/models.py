@@ -131,3 +131,34 @@ class Effect(models.Model):
 
     def __str__(self) -> str:
         return self.replay_key
+
+
+class WorkerHeartbeat(models.Model):
+    """One row per runner process (a Celery pool process or an ASGI server's in-process driver),
+    written every ``LASHOPS_WORKER_BEAT_SECONDS``. A row whose last beat is older than
+    ``LASHOPS_WORKER_STALE_SECONDS`` is stale: the leases its holder prefix still holds are at risk
+    until they expire and the sweeper reclaims the work."""
+
+    class Kind(models.TextChoices):
+        CELERY = "celery", "Celery worker"
+        IN_PROCESS = "in_process", "in-process driver"
+
+    worker_id = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    holder_prefix = models.CharField(max_length=220, help_text="Lease holders from this process start with this.")
+    queues = models.JSONField(default=list, blank=True)
+    started_at = models.DateTimeField()
+    last_beat_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    in_flight_count = models.PositiveIntegerField(default=0)
+    in_flight = models.JSONField(default=list, blank=True, help_text="Up to 50 items of work running now.")
+    completed = models.BigIntegerField(default=0, help_text="Work items finished since start.")
+
+    class Meta:
+        ordering = ["host", "pid"]
+        indexes = [models.Index(fields=["last_beat_at"], name="worker_last_beat_idx")]
+
+    def __str__(self) -> str:
+        return self.worker_id

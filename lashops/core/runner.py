@@ -19,6 +19,8 @@ from celery import Task
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
 
+from lashops.core import heartbeat
+
 log = logging.getLogger(__name__)
 
 _pool: ThreadPoolExecutor | None = None
@@ -34,13 +36,16 @@ def _get_pool() -> ThreadPoolExecutor:
     with _pool_lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=settings.LASHOPS_RUNNER_THREADS, thread_name_prefix="lashops-runner")
+            heartbeat.start(kind="in_process")  # no-op when already beating or switched off
         return _pool
 
 
 def _run_in_thread(task: Task, kwargs: dict[str, Any]) -> Any:
     close_old_connections()
+    ids = {k: v for k, v in kwargs.items() if k.endswith("_id") or k == "identity"}
     try:
-        return task.run(**kwargs)
+        with heartbeat.track(task.name, **ids):
+            return task.run(**kwargs)
     except Exception:
         log.exception("in-process task %s failed", task.name)
         raise

@@ -65,4 +65,5 @@ class HealthOut(Schema):
     database: HealthComponent
     channel_layer: HealthComponent
     runner: HealthComponent
+    workers: HealthComponent | None = None
     versions: dict[str, str]

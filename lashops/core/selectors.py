@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from datetime import datetime, timedelta
+from typing import Any
 
-from lashops.core.models import ApiKey, Event, StreamHead, Workspace
+from django.conf import settings
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from lashops.core.models import ApiKey, Event, Lease, StreamHead, WorkerHeartbeat, Workspace
 
 
 def api_key_list(*, workspace: Workspace) -> QuerySet[ApiKey]:
@@ -29,3 +34,69 @@ def stream_bounds(*, workspace: Workspace) -> tuple[int, int]:
     """(pruned_through, last_cursor) of the workspace's stream."""
     head = StreamHead.objects.filter(workspace=workspace).values_list("pruned_through", "last_cursor").first()
     return head if head is not None else (0, 0)
+
+
+def latest_committed_cursor(*, workspace: Workspace) -> int:
+    """The highest cursor a reader can see now. Unlike ``StreamHead.last_cursor`` it never counts
+    a cursor allocated by a transaction that has not committed yet, so a client told to continue
+    from it cannot skip that event when it commits."""
+    top = Event.objects.filter(workspace=workspace).order_by("-cursor").values_list("cursor", flat=True).first()
+    if top is not None:
+        return int(top)
+    pruned, _ = stream_bounds(workspace=workspace)
+    return pruned
+
+
+def worker_health(row: WorkerHeartbeat, *, now: datetime | None = None) -> str:
+    """``stopped`` (shut down cleanly), ``stale`` (missed beats) or ``healthy``."""
+    now = now or timezone.now()
+    if row.stopped_at is not None:
+        return "stopped"
+    if now - row.last_beat_at > timedelta(seconds=settings.LASHOPS_WORKER_STALE_SECONDS):
+        return "stale"
+    return "healthy"
+
+
+def worker_list() -> QuerySet[WorkerHeartbeat]:
+    return WorkerHeartbeat.objects.order_by("-last_beat_at")
+
+
+def leases_held(*, now: datetime | None = None) -> QuerySet[Lease]:
+    now = now or timezone.now()
+    return Lease.objects.exclude(holder="").filter(expires_at__gte=now)
+
+
+def worker_report(*, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Every known worker with its health and, for a stale one, the leases it still holds:
+    that work is at risk until the lease expires and the sweeper reclaims it."""
+    now = now or timezone.now()
+    rows = list(worker_list())
+    held = list(leases_held(now=now).values("scope", "key", "holder", "expires_at"))
+    report = []
+    for row in rows:
+        health = worker_health(row, now=now)
+        mine = [lease for lease in held if lease["holder"].startswith(row.holder_prefix)]
+        report.append(
+            {
+                "worker_id": row.worker_id,
+                "kind": row.kind,
+                "host": row.host,
+                "pid": row.pid,
+                "queues": row.queues,
+                "started_at": row.started_at.isoformat(),
+                "last_beat_at": row.last_beat_at.isoformat(),
+                "seconds_since_beat": round((now - row.last_beat_at).total_seconds(), 1),
+                "health": health,
+                "in_flight_count": row.in_flight_count,
+                "in_flight": row.in_flight,
+                "completed": row.completed,
+                "leases_held": len(mine),
+                "at_risk": [
+                    {"scope": lease["scope"], "key": lease["key"], "expires_at": lease["expires_at"].isoformat()}
+                    for lease in mine
+                ]
+                if health == "stale"
+                else [],
+            }
+        )
+    return report

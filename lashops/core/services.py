@@ -15,7 +15,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from lashops.core.errors import Conflict, InvalidInput, LeaseHeld, LeaseLost, NotFound
-from lashops.core.models import ApiKey, Effect, Lease, StreamHead, Workspace, slug_validator
+from lashops.core.models import ApiKey, Effect, Lease, StreamHead, WorkerHeartbeat, Workspace, slug_validator
 
 KEY_PREFIX = "lsk"
 
@@ -222,3 +222,57 @@ def events_prune(*, older_than_days: int | None = None, batch_size: int | None =
                     pruned_through=mark["top"]
                 )
             deleted += Event.objects.filter(id__in=batch).delete()[0]
+
+
+# --- worker heartbeats ------------------------------------------------------------------
+
+
+def worker_beat(
+    *,
+    worker_id: str,
+    kind: str,
+    host: str,
+    pid: int,
+    holder_prefix: str,
+    queues: list[str],
+    started_at: Any,
+    in_flight: list[dict[str, Any]],
+    completed: int,
+) -> WorkerHeartbeat:
+    """Record that a runner process is alive and what it is running (upsert over ``worker_id``)."""
+
+    now = timezone.now()
+    row, _ = WorkerHeartbeat.objects.update_or_create(
+        worker_id=worker_id,
+        defaults={
+            "kind": kind,
+            "host": host,
+            "pid": pid,
+            "holder_prefix": holder_prefix,
+            "queues": queues,
+            "started_at": started_at,
+            "last_beat_at": now,
+            "stopped_at": None,
+            "in_flight_count": len(in_flight),
+            "in_flight": in_flight[:50],
+            "completed": completed,
+        },
+    )
+    return row
+
+
+def worker_stop(*, worker_id: str) -> None:
+    """A runner shut down cleanly: it is no longer expected to beat."""
+
+    now = timezone.now()
+    WorkerHeartbeat.objects.filter(worker_id=worker_id).update(
+        stopped_at=now, last_beat_at=now, in_flight_count=0, in_flight=[]
+    )
+
+
+def workers_prune(*, older_than_hours: float | None = None) -> int:
+    """Forget workers that have not beaten for ``LASHOPS_WORKER_FORGET_HOURS``."""
+
+    hours = older_than_hours if older_than_hours is not None else settings.LASHOPS_WORKER_FORGET_HOURS
+    cutoff = timezone.now() - timedelta(hours=hours)
+    return WorkerHeartbeat.objects.filter(last_beat_at__lt=cutoff).delete()[0]

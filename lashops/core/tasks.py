@@ -10,12 +10,17 @@ from django.db import transaction
 
 from lashops.core.events import publish
 from lashops.core.models import Workspace
-from lashops.core.services import events_prune
+from lashops.core.services import events_prune, workers_prune
 
 
 @shared_task(name="lashops.core.events_prune")
 def events_prune_task() -> int:
     return events_prune()
+
+
+@shared_task(name="lashops.core.workers_prune")
+def workers_prune_task() -> int:
+    return workers_prune()
 
 
 @shared_task(name="lashops.core.runner_probe")
