@@ -714,7 +714,9 @@ def session_delete(*, session: Session) -> dict[str, Any]:
         report["process"] = _process_report(session)
         Lease.objects.filter(scope=SESSION_LEASE_SCOPE, key=session.pk).delete()
         workspace = locked.workspace
+        held = list(locked.attachments.values_list("attachment_id", flat=True))
         locked.delete()
+        _release_unheld(held)
         publish(workspace=workspace, type="session.deleted", subject=_subject(session.pk), data=report)
     return report
 
@@ -850,9 +852,13 @@ def attachment_delete(*, session: Session, sha256: str) -> bool:
     """Drop the session's hold (idempotent); the blob goes when nobody holds it."""
     with transaction.atomic():
         deleted = SessionAttachment.objects.filter(session=session, attachment_id=sha256).delete()[0]
-        attachment = Attachment.objects.filter(pk=sha256).first()
-        if attachment is not None and not attachment.holders.exists():
-            name = attachment.storage_name
-            attachment.delete()
-            transaction.on_commit(lambda: default_storage.delete(name))
+        _release_unheld([sha256])
     return bool(deleted)
+
+
+def _release_unheld(digests: list[str]) -> None:
+    """Drop the blobs among ``digests`` that nobody holds (rows now, files after commit)."""
+    for attachment in Attachment.objects.filter(pk__in=digests, holders__isnull=True):
+        name = attachment.storage_name
+        attachment.delete()
+        transaction.on_commit(lambda name=name: default_storage.delete(name))
