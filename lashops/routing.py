@@ -3,9 +3,11 @@
 from django.urls import path
 
 from lashops.core.consumers import FleetConsumer
+from processes_app.consumers import ProcessesConsumer
 from sessions_app.consumers import SessionConsumer
 
 websocket_urlpatterns = [
     path("ws/fleet/", FleetConsumer.as_asgi()),
+    path("ws/processes/", ProcessesConsumer.as_asgi()),
     path("ws/sessions/<str:session_id>/", SessionConsumer.as_asgi()),
 ]

@@ -118,6 +118,24 @@ CELERY_BEAT_SCHEDULE = {
     "lashops-events-prune": {"task": "lashops.core.events_prune", "schedule": 3600.0},
 }
 
+# --- processes (processes_app) --------------------------------------------------------
+# Modules whose @process_definition functions are registered (besides the built-in examples).
+LASHOPS_PROCESS_DEFINITIONS = env_list("LASHOPS_PROCESS_DEFINITIONS", [])
+LASHOPS_PROCESS_LEASE_SECONDS = env_float("LASHOPS_PROCESS_LEASE_SECONDS", 30.0, minimum=0.5)
+LASHOPS_PROCESS_CONCURRENCY = env_int("LASHOPS_PROCESS_CONCURRENCY", 64, minimum=1)  # per worker process
+LASHOPS_PROCESS_CLAIM_BATCH = env_int("LASHOPS_PROCESS_CLAIM_BATCH", 16, minimum=1)
+LASHOPS_PROCESS_DRIVE_SECONDS = env_float("LASHOPS_PROCESS_DRIVE_SECONDS", 10.0, minimum=0.0)
+LASHOPS_PROCESS_SWEEP_SECONDS = env_float("LASHOPS_PROCESS_SWEEP_SECONDS", 2.0, minimum=0.1)
+LASHOPS_PROCESS_REDISPATCH_SECONDS = env_float("LASHOPS_PROCESS_REDISPATCH_SECONDS", 10.0, minimum=0.0)
+LASHOPS_PROCESS_SCHEDULER = env_bool("LASHOPS_PROCESS_SCHEDULER", not TESTING)
+LASHOPS_PROCESS_RETENTION_DAYS = env_float("LASHOPS_PROCESS_RETENTION_DAYS", 7.0, minimum=0.0)
+LASHOPS_PROCESS_PRUNE_BATCH = env_int("LASHOPS_PROCESS_PRUNE_BATCH", 1000, minimum=1)
+CELERY_BEAT_SCHEDULE["lashops-processes-sweep"] = {
+    "task": "lashops.processes.sweep",
+    "schedule": LASHOPS_PROCESS_SWEEP_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["lashops-processes-prune"] = {"task": "lashops.processes.prune", "schedule": 3600.0}
+
 # --- auth, sessions, static -----------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -1,0 +1,276 @@
+"""Admin for processes and triggers. Actions call services and report with message_user."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from lashops.core.errors import LashOpsError
+from processes_app import services, triggers
+from processes_app.models import (
+    CronSchedule,
+    Process,
+    ProcessEvent,
+    ProcessGrant,
+    TriggerDelivery,
+    TriggerEvent,
+    TriggerOccurrence,
+    TriggerSubscription,
+)
+from processes_app.selectors import process_lease
+
+
+class ProcessEventInline(admin.TabularInline):
+    model = ProcessEvent
+    fields = ("seq", "type", "data", "ts")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("seq",)
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class ProcessGrantInline(admin.TabularInline):
+    model = ProcessGrant
+    fields = ("session_id", "granted_at", "revoked_at")
+    readonly_fields = ("granted_at",)
+    extra = 0
+
+
+class SignalForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    payload = forms.CharField(widget=forms.Textarea(attrs={"rows": 6, "cols": 60}), initial="{}", required=False)
+
+    def clean_payload(self) -> Any:
+        text = self.cleaned_data["payload"].strip() or "null"
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"not JSON: {exc}") from None
+
+
+def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet, fn: Any, verb: str) -> None:
+    done, failed = 0, []
+    for proc in queryset.select_related("workspace"):
+        try:
+            fn(proc)
+            done += 1
+        except LashOpsError as exc:
+            failed.append(f"{proc.pk}: {exc.message}")
+    modeladmin.message_user(request, f"{verb} {done} process(es).")
+    if failed:
+        modeladmin.message_user(request, "; ".join(failed), level=messages.WARNING)
+
+
+@admin.register(Process)
+class ProcessAdmin(admin.ModelAdmin):
+    list_display = ("id", "definition_name", "kind", "status", "wait_kind", "disposition", "workspace", "created_at")
+    list_filter = ("status", "kind", "disposition", "definition_name", "wait_kind")
+    list_select_related = ("workspace",)
+    search_fields = ("id", "definition_name", "wake_session_id")
+    raw_id_fields = ("parent",)
+    show_full_result_count = False
+    inlines = [ProcessGrantInline, ProcessEventInline]
+    actions = ["cancel_processes", "signal_processes", "redrive_processes", "abandon_processes"]
+    readonly_fields = (
+        "id",
+        "workspace",
+        "kind",
+        "definition_name",
+        "definition_version",
+        "input",
+        "disposition",
+        "registration_hash",
+        "status",
+        "wait_kind",
+        "wait_until",
+        "wait_signal",
+        "wait_child",
+        "output",
+        "error",
+        "provenance",
+        "wake_session_id",
+        "parent",
+        "first_started_at",
+        "first_started_by",
+        "cancel_requested_at",
+        "cancel_cascade",
+        "abandon_requested_at",
+        "runnable_since",
+        "run_count",
+        "event_seq",
+        "created_at",
+        "updated_at",
+        "finished_at",
+        "lease_holder",
+        "lease_token",
+        "lease_expires_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # start processes through the API, a trigger or a definition
+
+    def _lease(self, obj: Process) -> Any:
+        if not hasattr(obj, "_lease_cache"):
+            obj._lease_cache = process_lease(process_id=obj.pk)
+        return obj._lease_cache
+
+    @admin.display(description="lease holder")
+    def lease_holder(self, obj: Process) -> str:
+        lease = self._lease(obj)
+        return lease.holder if lease else ""
+
+    @admin.display(description="fencing token")
+    def lease_token(self, obj: Process) -> Any:
+        lease = self._lease(obj)
+        return lease.token if lease else None
+
+    @admin.display(description="lease expires")
+    def lease_expires_at(self, obj: Process) -> Any:
+        lease = self._lease(obj)
+        return lease.expires_at if lease else None
+
+    @admin.action(description="Cancel selected processes")
+    def cancel_processes(self, request: HttpRequest, queryset: QuerySet[Process]) -> None:
+        _each(
+            self,
+            request,
+            queryset,
+            lambda p: services.process_cancel(workspace=p.workspace, process_id=p.pk, reason="admin"),
+            "Cancel requested for",
+        )
+
+    @admin.action(description="Re-drive selected processes")
+    def redrive_processes(self, request: HttpRequest, queryset: QuerySet[Process]) -> None:
+        _each(
+            self,
+            request,
+            queryset,
+            lambda p: services.process_redrive(workspace=p.workspace, process_id=p.pk),
+            "Re-drove",
+        )
+
+    @admin.action(description="Abandon selected processes (reconciled once no live lease holds them)")
+    def abandon_processes(self, request: HttpRequest, queryset: QuerySet[Process]) -> None:
+        _each(
+            self,
+            request,
+            queryset,
+            lambda p: services.process_abandon_request(workspace=p.workspace, process_id=p.pk),
+            "Abandon requested for",
+        )
+
+    @admin.action(description="Send a signal to selected processes…")
+    def signal_processes(self, request: HttpRequest, queryset: QuerySet[Process]) -> HttpResponse | None:
+        if "apply" in request.POST:
+            form = SignalForm(request.POST)
+            if form.is_valid():
+                name, payload = form.cleaned_data["name"], form.cleaned_data["payload"]
+                _each(
+                    self,
+                    request,
+                    queryset,
+                    lambda p: services.process_signal(
+                        workspace=p.workspace, process_id=p.pk, name=name, payload=payload
+                    ),
+                    f"Sent {name!r} to",
+                )
+                return None
+        else:
+            form = SignalForm()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Send a signal",
+            "form": form,
+            "processes": queryset,
+            "action": "signal_processes",
+            "opts": self.model._meta,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/processes_app/signal.html", context)
+
+
+@admin.register(TriggerEvent)
+class TriggerEventAdmin(admin.ModelAdmin):
+    list_display = ("name", "workspace", "description", "created_at")
+    list_filter = ("workspace",)
+    list_select_related = ("workspace",)
+    search_fields = ("name", "description")
+    readonly_fields = ("created_at",)
+
+
+@admin.register(TriggerSubscription)
+class TriggerSubscriptionAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "event", "definition_name", "disposition", "wake_session_id", "enabled", "workspace")
+    list_filter = ("enabled", "disposition", "workspace")
+    list_select_related = ("event", "workspace")
+    search_fields = ("name", "definition_name", "event__name", "wake_session_id")
+    readonly_fields = ("created_at",)
+    raw_id_fields = ("event",)
+
+
+class TriggerDeliveryInline(admin.TabularInline):
+    model = TriggerDelivery
+    fields = ("subscription", "process_id", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(TriggerOccurrence)
+class TriggerOccurrenceAdmin(admin.ModelAdmin):
+    list_display = ("occurrence_id", "event", "source", "workspace", "created_at")
+    list_filter = ("source", "workspace")
+    list_select_related = ("event", "workspace")
+    search_fields = ("occurrence_id", "event__name")
+    readonly_fields = ("workspace", "event", "occurrence_id", "payload", "source", "created_at")
+    show_full_result_count = False
+    inlines = [TriggerDeliveryInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # occurrences are emitted through the API or by schedules
+
+
+@admin.register(CronSchedule)
+class CronScheduleAdmin(admin.ModelAdmin):
+    list_display = ("name", "event", "cron", "enabled", "next_run_at", "last_run_at", "workspace")
+    list_filter = ("enabled", "workspace")
+    list_select_related = ("event", "workspace")
+    search_fields = ("name", "event__name")
+    readonly_fields = ("next_run_at", "last_run_at")
+
+    def save_model(self, request: HttpRequest, obj: CronSchedule, form: Any, change: bool) -> None:
+        obj.next_run_at = triggers.cron_next(obj.cron, timezone.now())  # the form already validated it
+        super().save_model(request, obj, form, change)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, **kwargs)
+        original = form.clean
+
+        def clean(this: Any) -> Any:
+            data = original(this)
+            cron = data.get("cron")
+            if cron:
+                try:
+                    triggers.parse_cron(cron)
+                except LashOpsError as exc:
+                    this.add_error("cron", exc.message)
+            return data
+
+        form.clean = clean
+        return form

@@ -1,0 +1,241 @@
+"""/api/processes and /api/triggers. Thin: parse, call one service or selector, render."""
+
+from django.http import HttpRequest
+from ninja import Query, Router, Schema, Status
+from ninja.pagination import LimitOffsetPagination, paginate
+
+from lashops.core.errors import InvalidInput, NotFound
+from lashops.core.events import envelope
+from lashops.core.schemas import ErrorOut
+from lashops.core.selectors import events_after, stream_bounds
+from processes_app import selectors, services, triggers
+from processes_app.models import Process
+from processes_app.schemas import (
+    CancelIn,
+    ChangePageOut,
+    OccurrenceCreatedOut,
+    OccurrenceIn,
+    OccurrenceOut,
+    ProcessEventPageOut,
+    ProcessIn,
+    ProcessOut,
+    ProcessStartedOut,
+    ScheduleIn,
+    ScheduleOut,
+    SignalIn,
+    SignalOut,
+    SubscriptionIn,
+    SubscriptionOut,
+    SubscriptionPatchIn,
+    TriggerEventIn,
+    TriggerEventOut,
+)
+
+router = Router(tags=["processes"])
+triggers_router = Router(tags=["triggers"])
+
+
+def _with_lease(proc: Process) -> Process:
+    proc.lease_row = selectors.process_lease(process_id=proc.id)
+    return proc
+
+
+def _process_or_404(request: HttpRequest, process_id: str) -> Process:
+    proc = selectors.process_get(workspace=request.workspace, process_id=process_id)
+    if proc is None:
+        raise NotFound(f"no process {process_id!r}")
+    return proc
+
+
+class ProcessFilter(Schema):
+    status: str = ""
+    kind: str = ""
+    definition: str = ""
+    session: str = ""
+
+
+@router.post("", response={200: ProcessStartedOut, 201: ProcessStartedOut, 409: ErrorOut, 422: ErrorOut})
+def process_start(request: HttpRequest, payload: ProcessIn):
+    """Start a process. Idempotent by ``id``: the same registration answers 200 with the existing
+    process; a different registration under the same id answers 409 ``registration_conflict``."""
+    proc, created = services.process_start(
+        workspace=request.workspace,
+        process_id=payload.id,
+        definition=payload.definition,
+        input=payload.input,
+        disposition=payload.disposition,
+        wake_session_id=payload.wake_session,
+        grant_session_ids=payload.grant_sessions,
+        provenance={"host": "api", "api_key": getattr(getattr(request, "api_key", None), "prefix", "")},
+    )
+    proc = selectors.process_get(workspace=request.workspace, process_id=proc.pk)
+    proc.created_now = created
+    return Status(201 if created else 200, proc)
+
+
+@router.get("", response=list[ProcessOut])
+@paginate(LimitOffsetPagination)
+def process_list(request: HttpRequest, filters: Query[ProcessFilter]):
+    return selectors.process_list(
+        workspace=request.workspace,
+        status=filters.status,
+        kind=filters.kind,
+        definition=filters.definition,
+        session_id=filters.session,
+    ).prefetch_related("grants")
+
+
+class ChangesQuery(Schema):
+    since: int = 0
+    limit: int = 200
+
+
+@router.get("/changes", response={200: ChangePageOut, 422: ErrorOut})
+def process_changes(request: HttpRequest, query: Query[ChangesQuery]):
+    """Every process transition after a workspace cursor, in commit order (cursors are allocated
+    under a row lock, so a reader never sees a later change before an earlier one commits)."""
+    if query.since < 0 or not 1 <= query.limit <= 1000:
+        raise InvalidInput("since must be >= 0 and limit between 1 and 1000")
+    pruned, latest = stream_bounds(workspace=request.workspace)
+    if query.since < pruned:
+        return {"changes": [], "next_cursor": latest, "latest_cursor": latest, "gap": True}
+    rows = list(events_after(workspace=request.workspace, after=query.since, limit=query.limit, process_only=True))
+    return {
+        "changes": [envelope(e, request.workspace.slug) for e in rows],
+        "next_cursor": rows[-1].cursor if rows else query.since,
+        "latest_cursor": latest,
+        "gap": False,
+    }
+
+
+@router.get("/{process_id}", response={200: ProcessOut, 404: ErrorOut})
+def process_detail(request: HttpRequest, process_id: str):
+    return _with_lease(_process_or_404(request, process_id))
+
+
+class EventsQuery(Schema):
+    after: int = 0
+    limit: int = 200
+
+
+@router.get("/{process_id}/events", response={200: ProcessEventPageOut, 404: ErrorOut, 422: ErrorOut})
+def process_event_list(request: HttpRequest, process_id: str, query: Query[EventsQuery]):
+    """The process's own event log after a sequence number."""
+    if query.after < 0 or not 1 <= query.limit <= 1000:
+        raise InvalidInput("after must be >= 0 and limit between 1 and 1000")
+    proc = _process_or_404(request, process_id)
+    rows = list(selectors.process_events(process=proc, after_seq=query.after, limit=query.limit))
+    return {"events": rows, "next_seq": rows[-1].seq if rows else query.after}
+
+
+@router.post("/{process_id}/signal", response={202: SignalOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut})
+def process_signal(request: HttpRequest, process_id: str, payload: SignalIn):
+    """Queue a signal (422 for an undeclared name or a payload its schema rejects; 409 once the
+    process has finished)."""
+    event = services.process_signal(
+        workspace=request.workspace, process_id=process_id, name=payload.name, payload=payload.payload
+    )
+    return Status(202, {"process_id": process_id, "name": payload.name, "seq": event.seq})
+
+
+@router.post("/{process_id}/cancel", response={202: ProcessOut, 404: ErrorOut, 409: ErrorOut})
+def process_cancel(request: HttpRequest, process_id: str, payload: CancelIn | None = None):
+    """Request cancellation: a parked process ends at once, a running one at its next step."""
+    body = payload or CancelIn()
+    proc = services.process_cancel(
+        workspace=request.workspace, process_id=process_id, cascade=body.cascade, reason=body.reason
+    )
+    return Status(202, _with_lease(_process_or_404(request, proc.pk)))
+
+
+# --- triggers ---------------------------------------------------------------------------
+
+
+@triggers_router.post("/events", response={200: TriggerEventOut, 422: ErrorOut})
+def trigger_event_declare(request: HttpRequest, payload: TriggerEventIn):
+    """Declare (or update) a trigger event type."""
+    return triggers.trigger_event_declare(
+        workspace=request.workspace,
+        name=payload.name,
+        payload_schema=payload.payload_schema,
+        description=payload.description,
+    )
+
+
+@triggers_router.get("/events", response=list[TriggerEventOut])
+@paginate(LimitOffsetPagination)
+def trigger_event_list(request: HttpRequest):
+    return selectors.trigger_events(workspace=request.workspace)
+
+
+@triggers_router.post("/subscriptions", response={201: SubscriptionOut, 404: ErrorOut, 422: ErrorOut})
+def trigger_subscribe(request: HttpRequest, payload: SubscriptionIn):
+    sub = triggers.trigger_subscribe(
+        workspace=request.workspace,
+        event_name=payload.event,
+        definition=payload.definition,
+        input_template=payload.input_template,
+        wake_session_id=payload.wake_session,
+        disposition=payload.disposition,
+        name=payload.name,
+    )
+    return Status(201, sub)
+
+
+@triggers_router.get("/subscriptions", response=list[SubscriptionOut])
+@paginate(LimitOffsetPagination)
+def trigger_subscription_list(request: HttpRequest):
+    return selectors.trigger_subscriptions(workspace=request.workspace)
+
+
+@triggers_router.patch("/subscriptions/{subscription_id}", response={200: SubscriptionOut, 404: ErrorOut})
+def trigger_subscription_update(request: HttpRequest, subscription_id: int, payload: SubscriptionPatchIn):
+    """Enable or disable a subscription (disabling keeps already delivered work)."""
+    sub = triggers.trigger_subscription_set_enabled(
+        workspace=request.workspace, subscription_id=subscription_id, enabled=payload.enabled
+    )
+    return sub
+
+
+@triggers_router.post(
+    "/occurrences",
+    response={200: OccurrenceCreatedOut, 201: OccurrenceCreatedOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut},
+)
+def occurrence_emit(request: HttpRequest, payload: OccurrenceIn):
+    """Emit an occurrence: one process per enabled subscription, exactly once per occurrence id
+    (a repeat answers 200 with the same deliveries; a different payload answers 409)."""
+    occ, created = triggers.occurrence_emit(
+        workspace=request.workspace,
+        event_name=payload.event,
+        occurrence_id=payload.occurrence_id,
+        payload=payload.payload,
+    )
+    occ = selectors.trigger_occurrences(workspace=request.workspace).get(pk=occ.pk)
+    occ.created_now = created
+    return Status(201 if created else 200, occ)
+
+
+@triggers_router.get("/occurrences", response=list[OccurrenceOut])
+@paginate(LimitOffsetPagination)
+def occurrence_list(request: HttpRequest):
+    return selectors.trigger_occurrences(workspace=request.workspace)
+
+
+@triggers_router.post("/schedules", response={200: ScheduleOut, 404: ErrorOut, 422: ErrorOut})
+def schedule_save(request: HttpRequest, payload: ScheduleIn):
+    """Create or update a cron schedule (by name); it emits occurrences of ``event``."""
+    schedule = triggers.schedule_save(
+        workspace=request.workspace,
+        name=payload.name,
+        event_name=payload.event,
+        cron=payload.cron,
+        payload=payload.payload,
+        enabled=payload.enabled,
+    )
+    return schedule
+
+
+@triggers_router.get("/schedules", response=list[ScheduleOut])
+@paginate(LimitOffsetPagination)
+def schedule_list(request: HttpRequest):
+    return selectors.cron_schedules(workspace=request.workspace)

@@ -1,0 +1,283 @@
+"""What a process definition gets as ``ctx``: journaled steps, durable sleeps, signal
+waits, child processes, emitted events and agent turns.
+
+Every operation takes the next ordinal of the process's journal. Its outcome is recorded
+in the core effect journal under ``process:{id}/{kind}/{name}/{ordinal}`` (scope
+``process:{id}``), fenced by the process lease. On resume the definition runs again from
+the top and recorded outcomes are returned instead of re-running; an operation whose kind
+or name differs from what the journal holds at that ordinal fails the process with
+``replay_mismatch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from lashops.core.models import Effect
+
+if TYPE_CHECKING:
+    from processes_app.engine import ProcessRun
+
+
+class Park(Exception):
+    """Raised inside a definition to park the process until ``wait_*`` is satisfied."""
+
+    def __init__(
+        self,
+        *,
+        wait_kind: str,
+        until: datetime | None = None,
+        signal: str = "",
+        child: str = "",
+        ready: Callable[[], bool] = lambda: False,
+    ) -> None:
+        super().__init__(wait_kind)
+        self.wait_kind = wait_kind
+        self.until = until
+        self.signal = signal
+        self.child = child
+        self.ready = ready  # re-checked under the process row lock: True means do not park
+
+
+class CancelRequested(Exception):
+    pass
+
+
+class LeaseGone(Exception):
+    """This run no longer holds the lease: stop without writing anything."""
+
+
+class ReplayMismatch(Exception):
+    def __init__(self, ordinal: int, expected: tuple[str, str], got: tuple[str, str]) -> None:
+        super().__init__(
+            f"replay diverged at operation {ordinal}: the journal holds {expected[0]} {expected[1]!r}, "
+            f"the definition now asks for {got[0]} {got[1]!r}"
+        )
+        self.ordinal = ordinal
+        self.expected = expected
+        self.got = got
+
+
+@dataclass
+class JournalEntry:
+    kind: str
+    name: str
+    outcome: dict[str, Any]
+
+
+def load_journal(process_id: str) -> tuple[dict[int, JournalEntry], dict[str, dict[str, Any]]]:
+    """(ordinal -> entry, side records by replay key) for one process, in one query."""
+    entries: dict[int, JournalEntry] = {}
+    side: dict[str, dict[str, Any]] = {}
+    rows = Effect.objects.filter(scope=f"process:{process_id}").values_list("replay_key", "kind", "outcome")
+    for key, kind, outcome in rows:
+        if kind.startswith("process.") and "ordinal" in outcome:
+            entries[int(outcome["ordinal"])] = JournalEntry(
+                kind=kind[8:], name=outcome.get("name", ""), outcome=outcome
+            )
+        else:
+            side[key] = outcome
+    return entries, side
+
+
+class ProcessContext:
+    """The API a process definition programs against."""
+
+    def __init__(self, run: ProcessRun) -> None:
+        self._run = run
+        self.process_id: str = run.process.id
+        self.workspace = run.process.workspace
+        self.input = run.process.input
+        self._journal, self._side = load_journal(self.process_id)
+        self._ordinal = 0
+        self._consumed: dict[str, int] = {}
+
+    # --- journal plumbing -------------------------------------------------------------
+
+    def _key(self, kind: str, name: str, ordinal: int) -> str:
+        return f"process:{self.process_id}/{kind}/{name}/{ordinal}"
+
+    def _next(self, kind: str, name: str) -> tuple[int, dict[str, Any] | None]:
+        ordinal = self._ordinal
+        self._ordinal += 1
+        entry = self._journal.get(ordinal)
+        if entry is None:
+            return ordinal, None
+        if (entry.kind, entry.name) != (kind, name):
+            raise ReplayMismatch(ordinal, (entry.kind, entry.name), (kind, name))
+        return ordinal, entry.outcome
+
+    def _record(
+        self, kind: str, name: str, ordinal: int, outcome: dict[str, Any], log: list | None = None, then=None
+    ) -> dict[str, Any]:
+        full = {"name": name, "ordinal": ordinal, **outcome}
+        return self._run.record(
+            key=self._key(kind, name, ordinal), kind=f"process.{kind}", outcome=full, log=log or [], then=then
+        )
+
+    # --- operations -------------------------------------------------------------------
+
+    def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` once; its JSON result is journaled and returned on replay.
+        A step that raises is not recorded (the process fails); a crash between running and
+        recording re-runs that one step."""
+        ordinal, recorded = self._next("step", name)
+        if recorded is not None:
+            return recorded["value"]
+        self._run.boundary()
+        value = fn(*args, **kwargs)
+        outcome = self._record(
+            "step",
+            name,
+            ordinal,
+            {"value": value},
+            log=[("process.step_completed", {"step": name, "ordinal": ordinal})],
+        )
+        return outcome["value"]
+
+    def sleep(self, seconds: float) -> None:
+        """A durable timer: the process parks (freeing its worker slot) until it is due."""
+        ordinal, recorded = self._next("sleep", "sleep")
+        if recorded is None:
+            self._run.boundary()
+            until = timezone.now() + timedelta(seconds=max(0.0, float(seconds)))
+            recorded = self._record("sleep", "sleep", ordinal, {"seconds": seconds, "until": until.isoformat()})
+        until = parse_datetime(recorded["until"])
+        if until is not None and until > timezone.now():
+            raise Park(wait_kind="timer", until=until)
+
+    def wait_signal(self, name: str, *, timeout: float | None = None) -> Any:
+        """Wait for the next ``name`` signal and return its payload (``None`` on timeout).
+        Signals queue in order; repeated waits consume them in order; one sent before the
+        wait is never lost."""
+        definition = self._run.definition
+        if name not in definition.signals:
+            raise ValueError(f"definition {definition.name!r} does not declare the signal {name!r}")
+        ordinal, recorded = self._next("signal", name)
+        if recorded is not None:
+            if recorded.get("received"):
+                self._consumed[name] = self._consumed.get(name, 0) + 1
+            return recorded.get("payload")
+        index = self._consumed.get(name, 0)
+        deadline = None
+        if timeout is not None:
+            deadline_key = self._key("deadline", name, ordinal)
+            side = self._side.get(deadline_key)
+            if side is None:
+                until = timezone.now() + timedelta(seconds=max(0.0, float(timeout)))
+                side = self._run.record_side(
+                    key=deadline_key, kind="process_deadline", outcome={"until": until.isoformat()}
+                )
+                self._side[deadline_key] = side
+            deadline = parse_datetime(side["until"])
+        self._run.boundary()
+        signal = self._run.signal_at(name, index)
+        if signal is not None:
+            outcome = self._record("signal", name, ordinal, {"received": True, "payload": signal[1], "seq": signal[0]})
+            self._consumed[name] = index + 1
+            return outcome["payload"]
+        if deadline is not None and deadline <= timezone.now():
+            self._record("signal", name, ordinal, {"received": False, "payload": None})
+            return None
+        raise Park(
+            wait_kind="signal",
+            until=deadline,
+            signal=name,
+            ready=lambda: self._run.signal_at(name, index) is not None,
+        )
+
+    def start_child(
+        self, definition: str, input: Any = None, *, disposition: str | None = None, child_id: str | None = None
+    ) -> str:
+        """Start a child process (journaled: a replay returns the same child id)."""
+        ordinal, recorded = self._next("child_start", definition)
+        if recorded is not None:
+            return recorded["child_id"]
+        self._run.boundary()
+        cid = child_id or _child_id(self.process_id, ordinal)
+
+        def start_it() -> None:
+            from processes_app.services import process_start
+
+            parent = self._run.process
+            process_start(
+                workspace=parent.workspace,
+                process_id=cid,
+                definition=definition,
+                input=input if input is not None else {},
+                disposition=disposition or parent.disposition,
+                provenance={**parent.provenance, "parent": parent.id},
+                parent_id=parent.id,
+            )
+
+        outcome = self._record(
+            "child_start",
+            definition,
+            ordinal,
+            {"child_id": cid},
+            log=[("process.child_started", {"child": cid, "definition": definition})],
+            then=start_it,
+        )
+        return outcome["child_id"]
+
+    def await_child(self, child_id: str) -> dict[str, Any]:
+        """Wait until the child is terminal; returns ``{"status", "output", "error"}``."""
+        ordinal, recorded = self._next("child_await", child_id)
+        if recorded is not None:
+            return recorded["result"]
+        self._run.boundary()
+        result = self._run.child_result(child_id)
+        if result is None:
+            raise Park(wait_kind="child", child=child_id, ready=lambda: self._run.child_result(child_id) is not None)
+        return self._record("child_await", child_id, ordinal, {"result": result})["result"]
+
+    def run_child(self, definition: str, input: Any = None, **kwargs: Any) -> dict[str, Any]:
+        return self.await_child(self.start_child(definition, input, **kwargs))
+
+    def emit(self, type: str, data: dict[str, Any] | None = None) -> None:
+        """Append a process event; with a wake target it reaches that session as queued
+        input, exactly once (the source key is the event's journal key)."""
+        ordinal, recorded = self._next("emit", type)
+        if recorded is not None:
+            return
+        self._run.boundary()
+        key = self._key("emit", type, ordinal)
+        payload = {"event": type, "data": data or {}}
+
+        def deliver() -> None:
+            self._run.deliver_wake(source_key=key, payload=payload)
+
+        self._record("emit", type, ordinal, {"data": data or {}}, log=[("process.emitted", payload)], then=deliver)
+
+    def run_agent_turn(self, *, session_id: str, input: str) -> dict[str, Any]:
+        """Run one agent turn in a session (journaled: a replay returns the recorded turn)."""
+        ordinal, recorded = self._next("agent_turn", session_id)
+        if recorded is not None:
+            return recorded["turn"]
+        self._run.boundary()
+        from processes_app.sessions_bridge import run_turn
+
+        turn = run_turn(
+            workspace=self.workspace,
+            session_id=session_id,
+            text=input,
+            source_key=self._key("agent_turn", session_id, ordinal),
+        )
+        return self._record(
+            "agent_turn", session_id, ordinal, {"turn": turn}, log=[("process.agent_turn", {"session": session_id})]
+        )["turn"]
+
+
+def _child_id(parent_id: str, ordinal: int) -> str:
+    cid = f"{parent_id}.c{ordinal}"
+    if len(cid) <= 64:
+        return cid
+    import hashlib
+
+    return f"p_{hashlib.sha256(cid.encode()).hexdigest()[:40]}"

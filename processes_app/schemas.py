@@ -1,0 +1,235 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from ninja import Field, Schema
+
+from lashops.core.schemas import EventOut
+
+DispositionIn = Literal["rerunnable", "owner_bound", "externally_owned"]
+
+
+class ProcessIn(Schema):
+    id: str | None = Field(None, description="Your id (idempotency key). Generated when omitted.")
+    definition: str = Field(..., min_length=1, max_length=200)
+    input: Any = Field(default_factory=dict)
+    disposition: DispositionIn = Field(..., description="Required: what recovery may do with this process.")
+    wake_session: str = Field("", max_length=64, description="A session that receives emitted events as input.")
+    grant_sessions: list[str] = Field(default_factory=list, description="Sessions that may see and control it.")
+
+
+class WaitOut(Schema):
+    kind: str
+    until: datetime | None = None
+    signal: str = ""
+    child: str = ""
+
+
+class LeaseOut(Schema):
+    holder: str
+    token: int
+    expires_at: datetime | None
+
+
+class ProcessOut(Schema):
+    id: str
+    kind: str
+    definition: str
+    definition_version: int
+    disposition: str
+    status: str
+    wait: WaitOut | None
+    input: Any
+    output: Any
+    error: Any
+    provenance: dict[str, Any]
+    wake_session: str
+    parent: str | None
+    grants: list[str]
+    first_started_at: datetime | None
+    cancel_requested_at: datetime | None
+    abandon_requested_at: datetime | None
+    created_at: datetime
+    finished_at: datetime | None
+    lease: LeaseOut | None = None
+
+    @staticmethod
+    def resolve_definition(obj: Any) -> str:
+        return obj.definition_name
+
+    @staticmethod
+    def resolve_wait(obj: Any) -> dict[str, Any] | None:
+        if not obj.wait_kind:
+            return None
+        return {"kind": obj.wait_kind, "until": obj.wait_until, "signal": obj.wait_signal, "child": obj.wait_child}
+
+    @staticmethod
+    def resolve_wake_session(obj: Any) -> str:
+        return obj.wake_session_id
+
+    @staticmethod
+    def resolve_parent(obj: Any) -> str | None:
+        return obj.parent_id
+
+    @staticmethod
+    def resolve_grants(obj: Any) -> list[str]:
+        return [g.session_id for g in obj.grants.all() if g.revoked_at is None]
+
+    @staticmethod
+    def resolve_lease(obj: Any) -> Any:
+        return getattr(obj, "lease_row", None)
+
+
+class ProcessStartedOut(ProcessOut):
+    created: bool = Field(False, description="False when an identical registration already existed.")
+
+    @staticmethod
+    def resolve_created(obj: Any) -> bool:
+        return bool(getattr(obj, "created_now", False))
+
+
+class ProcessEventOut(Schema):
+    seq: int
+    type: str
+    data: dict[str, Any]
+    ts: datetime
+
+
+class ProcessEventPageOut(Schema):
+    events: list[ProcessEventOut]
+    next_seq: int
+
+
+class SignalIn(Schema):
+    name: str = Field(..., min_length=1, max_length=100)
+    payload: Any = None
+
+
+class SignalOut(Schema):
+    process_id: str
+    name: str
+    seq: int
+
+
+class CancelIn(Schema):
+    cascade: bool = False
+    reason: str = Field("", max_length=500)
+
+
+class ChangePageOut(Schema):
+    changes: list[EventOut]
+    next_cursor: int = Field(..., description="Pass as ?since= to continue.")
+    latest_cursor: int
+    gap: bool = Field(False, description="True when ?since= points into pruned history; reload the list.")
+
+
+# --- triggers ---------------------------------------------------------------------------
+
+
+class TriggerEventIn(Schema):
+    name: str = Field(..., min_length=1, max_length=100)
+    description: str = ""
+    payload_schema: dict[str, Any] = Field(default_factory=dict)
+
+
+class TriggerEventOut(Schema):
+    name: str
+    description: str
+    payload_schema: dict[str, Any]
+    created_at: datetime
+
+
+class SubscriptionIn(Schema):
+    event: str = Field(..., min_length=1, max_length=100)
+    definition: str = Field(..., min_length=1, max_length=200)
+    input_template: Any = None
+    disposition: DispositionIn = "rerunnable"
+    wake_session: str = Field("", max_length=64)
+    name: str = Field("", max_length=100)
+
+
+class SubscriptionOut(Schema):
+    id: int
+    name: str
+    event: str
+    definition: str
+    input_template: Any
+    disposition: str
+    wake_session: str
+    enabled: bool
+    created_at: datetime
+
+    @staticmethod
+    def resolve_event(obj: Any) -> str:
+        return obj.event.name
+
+    @staticmethod
+    def resolve_definition(obj: Any) -> str:
+        return obj.definition_name
+
+    @staticmethod
+    def resolve_wake_session(obj: Any) -> str:
+        return obj.wake_session_id
+
+
+class SubscriptionPatchIn(Schema):
+    enabled: bool
+
+
+class OccurrenceIn(Schema):
+    event: str = Field(..., min_length=1, max_length=100)
+    occurrence_id: str = Field(..., min_length=1, max_length=200)
+    payload: Any = Field(default_factory=dict)
+
+
+class DeliveryOut(Schema):
+    subscription: int
+    process_id: str
+
+
+class OccurrenceOut(Schema):
+    occurrence_id: str
+    event: str
+    payload: Any
+    source: str
+    created_at: datetime
+    deliveries: list[DeliveryOut]
+
+    @staticmethod
+    def resolve_event(obj: Any) -> str:
+        return obj.event.name
+
+    @staticmethod
+    def resolve_deliveries(obj: Any) -> list[dict[str, Any]]:
+        return [{"subscription": d.subscription_id, "process_id": d.process_id} for d in obj.deliveries.all()]
+
+
+class OccurrenceCreatedOut(OccurrenceOut):
+    created: bool = False
+
+    @staticmethod
+    def resolve_created(obj: Any) -> bool:
+        return bool(getattr(obj, "created_now", False))
+
+
+class ScheduleIn(Schema):
+    name: str = Field(..., min_length=1, max_length=100)
+    event: str = Field(..., min_length=1, max_length=100)
+    cron: str = Field(..., min_length=9, max_length=100)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    enabled: bool = True
+
+
+class ScheduleOut(Schema):
+    name: str
+    event: str
+    cron: str
+    payload: dict[str, Any]
+    enabled: bool
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+
+    @staticmethod
+    def resolve_event(obj: Any) -> str:
+        return obj.event.name

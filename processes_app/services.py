@@ -1,0 +1,399 @@
+"""Writes for processes: start, signal, cancel, abandon, re-drive, grants, the sweep,
+retention, and what happens to processes when a session is deleted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from lashops.core.errors import Conflict, InvalidInput, NotFound
+from lashops.core.models import Effect, Lease, Workspace
+from processes_app import events as process_events
+from processes_app.definitions import get_definition, require_definition, validate_signal
+from processes_app.engine import dispatch_drive, holder_provably_gone, lock_process, terminate
+from processes_app.models import (
+    TERMINAL_STATUSES,
+    Disposition,
+    Process,
+    ProcessEvent,
+    ProcessGrant,
+    ProcessKind,
+    ProcessStatus,
+    TriggerSubscription,
+    WaitKind,
+)
+from processes_app.selectors import LEASE_SCOPE, live_lease_q, runnable_processes
+
+process_id_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
+    "Use 1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit.",
+)
+
+
+class ProcessFinished(Conflict):
+    code = "process_finished"
+
+
+class RegistrationConflict(Conflict):
+    code = "registration_conflict"
+
+
+def _registration_hash(**fields: Any) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _get_locked(workspace: Workspace, process_id: str) -> Process:
+    try:
+        proc = lock_process(process_id)
+    except Process.DoesNotExist:
+        raise NotFound(f"no process {process_id!r}") from None
+    if proc.workspace_id != workspace.pk:
+        raise NotFound(f"no process {process_id!r}")
+    return proc
+
+
+# --- start ------------------------------------------------------------------------------
+
+
+def process_start(
+    *,
+    workspace: Workspace,
+    definition: str = "",
+    input: Any = None,
+    disposition: str,
+    process_id: str | None = None,
+    kind: str = ProcessKind.DEFINITION,
+    provenance: dict[str, Any] | None = None,
+    wake_session_id: str = "",
+    parent_id: str | None = None,
+    grant_session_ids: list[str] | tuple[str, ...] = (),
+) -> tuple[Process, bool]:
+    """Register a process (durable intent only) and wake a driver after commit. Returns
+    ``(process, created)``. Idempotent by id and registration hash: the same registration
+    returns the existing row; a different one under the same id raises ``registration_conflict``."""
+    if disposition not in Disposition.values:
+        raise InvalidInput(
+            f"disposition must be one of {Disposition.values}",
+            details=[{"path": "body.disposition", "message": f"one of {Disposition.values}"}],
+        )
+    if kind not in ProcessKind.values:
+        raise InvalidInput(f"kind must be one of {ProcessKind.values}")
+    version = 1
+    if kind == ProcessKind.EXTERNAL:
+        if disposition != Disposition.EXTERNALLY_OWNED:
+            raise InvalidInput("an external process must be externally_owned")
+    else:
+        version = require_definition(definition).version
+    process_id = process_id or f"p-{uuid.uuid4().hex}"
+    try:
+        process_id_validator(process_id)
+    except Exception as exc:
+        raise InvalidInput(f"invalid process id: {exc}", details=[{"path": "body.id", "message": str(exc)}]) from None
+    input = {} if input is None else input
+    registration = _registration_hash(
+        kind=kind,
+        definition=definition,
+        version=version,
+        input=input,
+        disposition=disposition,
+        wake=wake_session_id,
+        parent=parent_id,
+    )
+    existing = Process.objects.filter(pk=process_id).first()
+    if existing is not None:
+        return _same_registration(existing, workspace, registration), False
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            proc = Process.objects.create(
+                id=process_id,
+                workspace=workspace,
+                kind=kind,
+                definition_name=definition,
+                definition_version=version,
+                input=input,
+                disposition=disposition,
+                registration_hash=registration,
+                provenance=provenance or {},
+                wake_session_id=wake_session_id,
+                parent_id=parent_id,
+                runnable_since=now,
+            )
+            proc.workspace = workspace
+            for session_id in grant_session_ids:
+                ProcessGrant.objects.create(process=proc, session_id=session_id)
+            process_events.append(
+                proc,
+                [
+                    (
+                        "process.created",
+                        {"kind": kind, "disposition": disposition, "provenance": proc.provenance, "parent": parent_id},
+                    )
+                ],
+            )
+            if disposition != Disposition.EXTERNALLY_OWNED:
+                dispatch_drive([proc.id])
+    except IntegrityError:
+        existing = Process.objects.filter(pk=process_id).first()
+        if existing is None:
+            raise
+        return _same_registration(existing, workspace, registration), False
+    return proc, True
+
+
+def _same_registration(existing: Process, workspace: Workspace, registration: str) -> Process:
+    if existing.workspace_id != workspace.pk:
+        raise Conflict("this process id is not available", code="process_id_taken")
+    if existing.registration_hash != registration:
+        raise RegistrationConflict(
+            f"process {existing.id!r} exists with a different registration",
+            details={"process_id": existing.id, "registration_hash": existing.registration_hash},
+        )
+    return existing
+
+
+# --- signal, cancel, abandon, re-drive --------------------------------------------------
+
+
+def process_signal(*, workspace: Workspace, process_id: str, name: str, payload: Any = None) -> ProcessEvent:
+    """Queue a signal for a process (validated against its declaration). Signals are kept in
+    order and consumed in order by ``wait_signal``; a parked waiter is woken."""
+    current = Process.objects.filter(pk=process_id, workspace=workspace).first()
+    if current is None:
+        raise NotFound(f"no process {process_id!r}")
+    if current.is_terminal:
+        raise ProcessFinished(f"process {process_id!r} is {current.status}; it takes no signals")
+    validate_signal(get_definition(current.definition_name), name, payload)
+    with transaction.atomic():
+        proc = _get_locked(workspace, process_id)
+        if proc.is_terminal:
+            raise ProcessFinished(f"process {process_id!r} is {proc.status}; it takes no signals")
+        [event] = process_events.append(proc, [(f"signal.{name}", {"signal": name, "payload": payload})])
+        if proc.wait_kind == WaitKind.SIGNAL and proc.wait_signal == name:
+            Process.objects.filter(pk=proc.pk).update(
+                wait_kind=WaitKind.NONE, wait_signal="", wait_until=None, runnable_since=timezone.now()
+            )
+            dispatch_drive([proc.pk])
+    return event
+
+
+def process_cancel(*, workspace: Workspace, process_id: str, cascade: bool = False, reason: str = "") -> Process:
+    """Request cancellation. A parked or unclaimed process ends ``cancelled`` at once; a running
+    one stops at its next step boundary. With ``cascade`` its non-terminal children follow."""
+    with transaction.atomic():
+        proc = _get_locked(workspace, process_id)
+        if proc.is_terminal:
+            raise ProcessFinished(f"process {process_id!r} is already {proc.status}")
+        if proc.cancel_requested_at is None:
+            proc.cancel_requested_at = timezone.now()
+            proc.cancel_cascade = cascade
+            proc.save(update_fields=["cancel_requested_at", "cancel_cascade", "updated_at"])
+            process_events.append(proc, [("process.cancel_requested", {"cascade": cascade, "reason": reason})])
+        held = Lease.objects.filter(
+            scope=LEASE_SCOPE, key=proc.pk, expires_at__gte=timezone.now(), holder__gt=""
+        ).exists()
+        if not held:
+            # Fence out anyone who might still hold an old token, then end it now.
+            Lease.objects.filter(scope=LEASE_SCOPE, key=proc.pk).update(holder="", token=F("token") + 1)
+            terminate(proc, ProcessStatus.CANCELLED, error={"code": "cancelled", "reason": reason})
+    if cascade:
+        for child_id in Process.objects.filter(parent_id=process_id, status=ProcessStatus.RUNNING).values_list(
+            "pk", flat=True
+        ):
+            try:
+                process_cancel(workspace=workspace, process_id=child_id, cascade=True, reason=reason)
+            except ProcessFinished:
+                pass
+    proc.refresh_from_db()
+    return proc
+
+
+def process_abandon_request(*, workspace: Workspace, process_id: str) -> Process:
+    """Ask for a process to be abandoned. Nothing ends here: the sweep reconciles the request
+    once no live lease holds the process (a live holder is never pre-empted)."""
+    with transaction.atomic():
+        proc = _get_locked(workspace, process_id)
+        if proc.is_terminal:
+            raise ProcessFinished(f"process {process_id!r} is already {proc.status}")
+        if proc.abandon_requested_at is None:
+            proc.abandon_requested_at = timezone.now()
+            proc.save(update_fields=["abandon_requested_at", "updated_at"])
+            process_events.append(proc, [("process.abandon_requested", {})])
+    return proc
+
+
+def process_redrive(*, workspace: Workspace, process_id: str) -> Process:
+    """Wake a driver for this process now (harmless if it is not runnable)."""
+    proc = Process.objects.filter(workspace=workspace, pk=process_id).first()
+    if proc is None:
+        raise NotFound(f"no process {process_id!r}")
+    if proc.is_terminal:
+        raise ProcessFinished(f"process {process_id!r} is already {proc.status}")
+    with transaction.atomic():
+        dispatch_drive([proc.pk])
+    return proc
+
+
+# --- grants and session deletion --------------------------------------------------------
+
+
+def process_grant(*, workspace: Workspace, process_id: str, session_id: str) -> ProcessGrant:
+    """Let a session see and control a process (additive; re-granting revives a revoked grant)."""
+    proc = Process.objects.filter(workspace=workspace, pk=process_id).first()
+    if proc is None:
+        raise NotFound(f"no process {process_id!r}")
+    grant, created = ProcessGrant.objects.get_or_create(process=proc, session_id=session_id)
+    if not created and grant.revoked_at is not None:
+        grant.revoked_at = None
+        grant.save(update_fields=["revoked_at"])
+    return grant
+
+
+def process_grant_revoke(*, workspace: Workspace, process_id: str, session_id: str) -> int:
+    return ProcessGrant.objects.filter(
+        process__workspace=workspace, process_id=process_id, session_id=session_id, revoked_at__isnull=True
+    ).update(revoked_at=timezone.now())
+
+
+def process_session_deleted(*, workspace: Workspace, session_id: str) -> dict[str, Any]:
+    """Called by ``sessions_app.services.session_delete``. Revokes the session's handle grants and
+    its wake targets (processes and trigger subscriptions); never cancels anything. Reports the
+    non-terminal processes the session had a handle on or was woken by: ``orphaned`` ones have
+    no live grant left, ``preserved`` ones are still granted to another session."""
+    now = timezone.now()
+    with transaction.atomic():
+        grants = ProcessGrant.objects.filter(
+            process__workspace=workspace, session_id=session_id, revoked_at__isnull=True
+        )
+        affected = set(grants.values_list("process_id", flat=True))
+        woken = Process.objects.filter(workspace=workspace, wake_session_id=session_id)
+        affected |= set(woken.values_list("pk", flat=True))
+        revoked = grants.update(revoked_at=now)
+        woken.update(wake_session_id="")
+        TriggerSubscription.objects.filter(workspace=workspace, wake_session_id=session_id).update(wake_session_id="")
+        live_grant = ProcessGrant.objects.filter(process=OuterRef("pk"), revoked_at__isnull=True)
+        rows = (
+            Process.objects.filter(pk__in=affected, status=ProcessStatus.RUNNING)
+            .annotate(granted=Exists(live_grant))
+            .values_list("pk", "granted")
+        )
+        orphaned = sorted(pk for pk, granted in rows if not granted)
+        preserved = sorted(pk for pk, granted in rows if granted)
+        for pk in orphaned + preserved:
+            proc = lock_process(pk)
+            process_events.append(proc, [("process.handle_revoked", {"session": session_id})])
+    return {"revoked_handle_count": revoked, "orphaned_process_ids": orphaned, "preserved_process_ids": preserved}
+
+
+# --- the sweep --------------------------------------------------------------------------
+
+
+def process_sweep(*, limit: int = 1000) -> dict[str, int]:
+    """Re-drive what is runnable and reconcile what is stuck; run by Celery beat in production
+    and by the in-process scheduler by default. Idempotent.
+
+    * started owner-bound rows whose lease lapsed with a provably gone holder: ``abandoned``;
+    * abandon requests on rows no live lease holds: ``abandoned``;
+    * child waits whose child already ended: made runnable;
+    * runnable rows whose dispatch may have been lost (older than the re-dispatch grace),
+      expired leases and due timers: a driver is dispatched for them;
+    * due cron schedules: their occurrences are emitted.
+    """
+    from processes_app.triggers import schedules_tick
+
+    now = timezone.now()
+    abandoned = _sweep_abandon(now)
+    ended_children = list(
+        Process.objects.filter(status=ProcessStatus.RUNNING, wait_kind=WaitKind.CHILD)
+        .filter(Exists(Process.objects.filter(pk=OuterRef("wait_child")).exclude(status=ProcessStatus.RUNNING)))
+        .values_list("pk", flat=True)[:limit]
+    )
+    if ended_children:
+        Process.objects.filter(pk__in=ended_children, wait_kind=WaitKind.CHILD).update(
+            wait_kind=WaitKind.NONE, wait_child="", runnable_since=now
+        )
+    cut = now - timedelta(seconds=float(settings.LASHOPS_PROCESS_REDISPATCH_SECONDS))
+    stale = Q(wait_kind=WaitKind.NONE, runnable_since__lte=cut) | Q(
+        wait_kind__in=[WaitKind.TIMER, WaitKind.SIGNAL], wait_until__lte=now
+    )
+    ids = list(runnable_processes(now=now).filter(stale).order_by("pk").values_list("pk", flat=True)[:limit])
+    ids = sorted(set(ids) | set(ended_children))
+    batch = int(settings.LASHOPS_PROCESS_CLAIM_BATCH)
+    for start in range(0, len(ids), batch):
+        dispatch_drive(ids[start : start + batch])
+    occurrences = schedules_tick(now=now)
+    return {"dispatched": len(ids), "abandoned": abandoned, "occurrences": occurrences}
+
+
+def _sweep_abandon(now: Any) -> int:
+    lapsed = Exists(Lease.objects.filter(scope=LEASE_SCOPE, key=OuterRef("pk"), expires_at__lt=now).exclude(holder=""))
+    candidates = list(
+        Process.objects.filter(status=ProcessStatus.RUNNING)
+        .filter(
+            (Q(disposition=Disposition.OWNER_BOUND, first_started_at__isnull=False) & lapsed)
+            | (Q(abandon_requested_at__isnull=False) & ~live_lease_q(now))
+        )
+        .values_list("pk", flat=True)[:500]
+    )
+    count = 0
+    for pk in candidates:
+        with transaction.atomic():
+            proc = lock_process(pk)
+            if proc.is_terminal:
+                continue
+            lease = Lease.objects.select_for_update().filter(scope=LEASE_SCOPE, key=pk).first()
+            now = timezone.now()
+            live = lease is not None and lease.holder and lease.expires_at and lease.expires_at >= now
+            if live:
+                continue
+            owner = lease.holder if lease is not None else ""
+            if proc.abandon_requested_at is not None:
+                writer = "reconciled_request"
+            elif proc.disposition == Disposition.OWNER_BOUND and owner and holder_provably_gone(owner):
+                writer = "sweep"
+            else:
+                continue  # a silent owner keeps its row running
+            if lease is not None:
+                Lease.objects.filter(pk=lease.pk).update(holder="", token=F("token") + 1)
+            evidence = {"writer": writer, "owner": owner, "epoch_ms": int(now.timestamp() * 1000)}
+            terminate(proc, ProcessStatus.ABANDONED, error={"code": "abandoned", **evidence}, evidence=evidence)
+            count += 1
+    return count
+
+
+# --- retention --------------------------------------------------------------------------
+
+
+def processes_prune(*, older_than_days: float | None = None, batch_size: int | None = None) -> int:
+    """Delete terminal processes that finished before the retention window, with their event
+    log, grants, lease and journal, in batches. Running processes are never touched.
+    Returns the number of processes deleted."""
+    days = settings.LASHOPS_PROCESS_RETENTION_DAYS if older_than_days is None else older_than_days
+    size = batch_size or settings.LASHOPS_PROCESS_PRUNE_BATCH
+    cutoff = timezone.now() - timedelta(days=days)
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            ids = list(
+                Process.objects.filter(status__in=TERMINAL_STATUSES, finished_at__lt=cutoff)
+                .order_by("pk")
+                .values_list("pk", flat=True)[:size]
+            )
+            if not ids:
+                return deleted
+            ProcessEvent.objects.filter(process_id__in=ids).delete()
+            ProcessGrant.objects.filter(process_id__in=ids).delete()
+            Lease.objects.filter(scope=LEASE_SCOPE, key__in=ids).delete()
+            Effect.objects.filter(scope__in=[f"process:{pk}" for pk in ids]).delete()
+            Process.objects.filter(parent_id__in=ids).update(parent=None)
+            _, per_model = Process.objects.filter(pk__in=ids, status__in=TERMINAL_STATUSES).delete()
+            deleted += per_model.get("processes_app.Process", 0)

@@ -1,0 +1,94 @@
+"""Process definitions used by the tests (also loaded by the Celery workers the tests start,
+through LASHOPS_PROCESS_DEFINITIONS=tests.processes.definitions)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from processes_app.context import ProcessContext
+from processes_app.definitions import process_definition
+
+
+def append_line(path: str, line: str) -> int:
+    """An external side effect we can count: one line per execution."""
+    with open(path, "a") as fh:
+        fh.write(f"{line} {os.getpid()}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return len(Path(path).read_text().splitlines())
+
+
+def wait_for_file(path: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.05)
+
+
+@process_definition("test.one_step")
+def one_step(ctx: ProcessContext, input: dict[str, Any]) -> dict[str, Any]:
+    return {"value": ctx.step("double", lambda: input.get("n", 1) * 2)}
+
+
+@process_definition("test.counted")
+def counted(ctx: ProcessContext, input: dict[str, Any]) -> dict[str, Any]:
+    """Steps that append to a file (the external counter); optional gate before step two."""
+    log = input["log"]
+    first = ctx.step("first", append_line, log, f"{ctx.process_id} first")
+    if input.get("gate"):
+        ctx.step("gate", wait_for_file, input["gate"])
+    time.sleep(input.get("pause", 0))
+    second = ctx.step("second", append_line, log, f"{ctx.process_id} second")
+    third = ctx.step("third", append_line, log, f"{ctx.process_id} third")
+    return {"lines": [first, second, third]}
+
+
+@process_definition("test.sleeper")
+def sleeper(ctx: ProcessContext, input: dict[str, Any]) -> dict[str, Any]:
+    before = ctx.step("before", lambda: "slept")
+    ctx.sleep(input.get("seconds", 2))
+    after = ctx.step("after", lambda: "woke")
+    return {"before": before, "after": after}
+
+
+@process_definition(
+    "test.signals",
+    signals={"go": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}, "stop": {}},
+)
+def signals(ctx: ProcessContext, input: dict[str, Any]) -> dict[str, Any]:
+    if input.get("gate"):
+        ctx.step("gate", wait_for_file, input["gate"])
+    got = [ctx.wait_signal("go", timeout=input.get("timeout")) for _ in range(input.get("count", 1))]
+    return {"got": got}
+
+
+@process_definition("test.parent")
+def parent(ctx: ProcessContext, input: dict[str, Any]) -> dict[str, Any]:
+    child = ctx.start_child(input.get("child", "test.one_step"), input.get("child_input", {"n": 21}))
+    result = ctx.await_child(child)
+    return {"child": child, "result": result}
+
+
+@process_definition("test.emitter")
+def emitter(ctx: ProcessContext, input: dict[str, Any]) -> dict[str, Any]:
+    ctx.emit("progress", {"pct": 50})
+    return {"done": True}
+
+
+@process_definition("test.fails")
+def fails(ctx: ProcessContext, input: dict[str, Any]) -> None:
+    ctx.step("ok", lambda: 1)
+    raise RuntimeError("boom")
+
+
+@process_definition("test.flexible")
+def flexible(ctx: ProcessContext, input: dict[str, Any]) -> dict[str, Any]:
+    """Its step name comes from a file, so a test can change the code between runs."""
+    name = Path(input["name_file"]).read_text().strip()
+    ctx.step(name, lambda: 1)
+    ctx.sleep(input.get("seconds", 0))
+    return {"name": name}

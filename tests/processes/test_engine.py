@@ -1,0 +1,122 @@
+"""The runner on the embedded default: start, run, journal, park, finish."""
+
+import pytest
+
+from lashops.core.errors import Conflict, InvalidInput
+from lashops.core.models import Effect, Lease
+from processes_app.models import Process, ProcessEvent
+from processes_app.services import process_start
+
+pytestmark = pytest.mark.django_db
+
+
+def _start(workspace, definition="test.one_step", input=None, **kw):
+    kw.setdefault("disposition", "rerunnable")
+    proc, _ = process_start(workspace=workspace, definition=definition, input=input or {}, **kw)
+    return proc
+
+
+def test_a_one_step_process_completes_with_its_output(workspace, drive):
+    proc = _start(workspace, input={"n": 4})
+    drive()
+    proc.refresh_from_db()
+    assert proc.status == "completed" and proc.output == {"value": 8}
+    assert proc.first_started_at is not None and proc.finished_at is not None
+    types = list(ProcessEvent.objects.filter(process=proc).values_list("type", flat=True))
+    assert types == ["process.created", "process.started", "process.step_completed", "process.completed"]
+    assert Lease.objects.get(scope="process", key=proc.pk).holder == ""
+
+
+def test_start_is_idempotent_by_id_and_registration(workspace):
+    first, created = process_start(
+        workspace=workspace, process_id="p1", definition="test.one_step", input={"n": 1}, disposition="rerunnable"
+    )
+    again, created_again = process_start(
+        workspace=workspace, process_id="p1", definition="test.one_step", input={"n": 1}, disposition="rerunnable"
+    )
+    assert created and not created_again and again.pk == first.pk
+    with pytest.raises(Conflict) as exc:
+        process_start(
+            workspace=workspace, process_id="p1", definition="test.one_step", input={"n": 2}, disposition="rerunnable"
+        )
+    assert exc.value.code == "registration_conflict"
+
+
+def test_start_rejects_unknown_definition_and_missing_disposition(workspace):
+    with pytest.raises(InvalidInput) as exc:
+        process_start(workspace=workspace, definition="nope", input={}, disposition="rerunnable")
+    assert exc.value.code == "unknown_definition"
+    with pytest.raises(InvalidInput):
+        process_start(workspace=workspace, definition="test.one_step", input={}, disposition="")
+
+
+def test_a_recorded_step_is_returned_on_replay_not_run_again(workspace, drive):
+    proc = _start(workspace, input={"n": 4})
+    Effect.objects.create(
+        workspace=workspace,
+        scope=f"process:{proc.pk}",
+        replay_key=f"process:{proc.pk}/step/double/0",
+        kind="process.step",
+        outcome={"name": "double", "ordinal": 0, "value": 1000},
+    )
+    drive()
+    proc.refresh_from_db()
+    assert proc.output == {"value": 1000}
+
+
+def test_a_replay_whose_steps_changed_fails_explicitly(workspace, drive, make_due, tmp_path):
+    name_file = tmp_path / "name"
+    name_file.write_text("alpha")
+    proc = _start(workspace, "test.flexible", {"name_file": str(name_file), "seconds": 60})
+    drive()
+    proc.refresh_from_db()
+    assert proc.status == "running" and proc.wait_kind == "timer"
+    name_file.write_text("beta")
+    make_due(proc.pk)
+    drive()
+    proc.refresh_from_db()
+    assert proc.status == "failed"
+    assert proc.error["code"] == "replay_mismatch" and proc.error["ordinal"] == 0
+    assert "alpha" in proc.error["message"] and "beta" in proc.error["message"]
+
+
+def test_sleep_parks_without_holding_a_lease_and_resumes_when_due(workspace, drive, make_due):
+    proc = _start(workspace, "test.sleeper", {"seconds": 30})
+    drive()
+    proc.refresh_from_db()
+    assert proc.status == "running" and proc.wait_kind == "timer"
+    assert Lease.objects.get(scope="process", key=proc.pk).holder == ""
+    assert drive() == 0  # not due: nothing is claimed
+    make_due(proc.pk)
+    drive()
+    proc.refresh_from_db()
+    assert proc.status == "completed" and proc.output == {"before": "slept", "after": "woke"}
+    types = list(ProcessEvent.objects.filter(process=proc).values_list("type", flat=True))
+    assert "process.waiting" in types and "process.resumed" in types
+
+
+def test_a_failing_definition_ends_failed_with_the_error(workspace, drive):
+    proc = _start(workspace, "test.fails")
+    drive()
+    proc.refresh_from_db()
+    assert proc.status == "failed"
+    assert proc.error["code"] == "exception" and proc.error["message"] == "boom"
+
+
+def test_a_parent_starts_and_awaits_a_child(workspace, drive):
+    proc = _start(workspace, "test.parent")
+    drive()
+    proc.refresh_from_db()
+    assert proc.status == "completed", proc.error
+    child = Process.objects.get(pk=proc.output["child"])
+    assert child.parent_id == proc.pk and child.provenance["parent"] == proc.pk
+    assert proc.output["result"] == {"status": "completed", "output": {"value": 42}, "error": None}
+
+
+def test_emit_without_wake_target_is_recorded_and_delivered_nowhere(workspace, drive):
+    proc = _start(workspace, "test.emitter")
+    drive()
+    proc.refresh_from_db()
+    assert proc.status == "completed"
+    emitted = ProcessEvent.objects.get(process=proc, type="process.emitted")
+    assert emitted.data == {"event": "progress", "data": {"pct": 50}}
