@@ -4,13 +4,24 @@ workspace scoping, and the retraction of a failed attempt's deltas."""
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db import connections
 
 from lashops.asgi import application
+from lashops.core import runner
 from lashops.core.models import Event
 from sessions_app.services import session_open, turn_start
 from tests.sessions.conftest import ANSWER, CALC, scripted
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+async def quiet_teardown(transactional_db):
+    """Let background drives finish, and close the connection sync_to_async's thread opened,
+    before the tables are flushed (else PostgreSQL cannot drop the test database)."""
+    yield
+    await sync_to_async(runner.shutdown)(wait=True)
+    await sync_to_async(connections.close_all)()
 
 
 def _socket(key: str, session_id: str = "s1", query: str = "") -> WebsocketCommunicator:
