@@ -15,6 +15,7 @@ from lashops.core.errors import LashOpsError
 from lashops.core.health import health_report
 from lashops.core.middleware import error_response
 from lashops.core.schemas import HealthOut
+from mobs_app.api import router as mobs_router
 from processes_app.api import router as processes_router
 from processes_app.api import triggers_router
 from sessions_app.api import router as sessions_router
@@ -102,3 +103,4 @@ api.add_router("/", core_router)
 api.add_router("/processes", processes_router)
 api.add_router("/triggers", triggers_router)
 api.add_router("/sessions", sessions_router)
+api.add_router("/mobs", mobs_router)

@@ -1,0 +1,85 @@
+"""Mob domain errors: subclasses of the platform errors, so the one API handler renders them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lashops.core.errors import Conflict, InvalidInput, LashOpsError, LeaseHeld, LeaseLost, NotFound
+
+__all__ = [
+    "CapacityExceeded",
+    "Conflict",
+    "CursorAhead",
+    "DefinitionInvalid",
+    "IdempotencyConflict",
+    "InvalidInput",
+    "LeaseHeld",
+    "LeaseLost",
+    "MemberSessionsUnavailable",
+    "NotAddressable",
+    "NotFound",
+    "ShuttingDown",
+    "StaleCheckpointVersion",
+    "StaleFencingToken",
+    "TopologyDenied",
+    "UnknownIdentity",
+]
+
+
+class DefinitionInvalid(InvalidInput):
+    """A mob definition has problems; ``details`` lists every one with its TOML path and line."""
+
+    code = "invalid_definition"
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        first = problems[0]
+        where = f" (line {first['line']})" if first.get("line") else ""
+        more = f" and {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""
+        super().__init__(f"{first['path'] or 'definition'}: {first['message']}{where}{more}", details=problems)
+        self.problems = problems
+
+
+class UnknownIdentity(NotFound):
+    code = "unknown_identity"
+
+
+class NotAddressable(Conflict):
+    code = "not_addressable"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+
+
+class ShuttingDown(Conflict):
+    code = "shutting_down"
+
+
+class CapacityExceeded(Conflict):
+    code = "max_sessions_reached"
+
+
+class StaleFencingToken(LeaseLost):
+    code = "stale_fencing_token"
+
+
+class StaleCheckpointVersion(Conflict):
+    code = "stale_checkpoint_version"
+
+
+class TopologyDenied(Conflict):
+    code = "topology_denied"
+
+
+class MemberSessionsUnavailable(LashOpsError):
+    """The session backend for members is not available (e.g. sessions_app not installed yet)."""
+
+    status = 503
+    code = "member_sessions_unavailable"
+
+
+class CursorAhead(LashOpsError):
+    """A ledger cursor past the end: explicit, never an empty page."""
+
+    status = 410
+    code = "event_query_stale"

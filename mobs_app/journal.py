@@ -1,0 +1,237 @@
+"""The mob's two durable timelines: the structural ledger (``MobEvent``, cursor ``seq``) and the
+console log (``ConsoleFrame``, cursor ``console:<seq>``). Both are written in the caller's
+transaction and mirrored on the workspace event stream (subject ``{"mob": pk}``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from lashops.core.events import EventDraft, publish_many
+from mobs_app.errors import CursorAhead, InvalidInput
+from mobs_app.models import ConsoleFrame, Mob, MobEvent, MobMetadata
+
+
+def _next(mob: Mob, field: str, count: int = 1) -> int:
+    """Allocate ``count`` numbers of a per-mob counter inside the caller's transaction (the row
+    lock orders concurrent writers on PostgreSQL). Returns the last one."""
+    Mob.objects.filter(pk=mob.pk).update(**{field: F(field) + count})
+    return Mob.objects.filter(pk=mob.pk).values_list(field, flat=True).get()
+
+
+def _event_type(kind: str) -> str:
+    if kind.startswith("member_"):
+        return f"identity.{kind.removeprefix('member_')}"
+    return f"mob.{kind}"
+
+
+def ledger_append_many(*, mob: Mob, entries: list[tuple[str, str, dict[str, Any]]]) -> list[MobEvent]:
+    """Append (kind, identity, data) entries to the ledger and the event stream, atomically."""
+    if not entries:
+        return []
+    with transaction.atomic():
+        last = _next(mob, "ledger_seq", len(entries))
+        first = last - len(entries) + 1
+        rows = MobEvent.objects.bulk_create(
+            [
+                MobEvent(mob=mob, seq=first + i, kind=kind, identity=identity, data=data)
+                for i, (kind, identity, data) in enumerate(entries)
+            ]
+        )
+        publish_many(
+            workspace=mob.workspace,
+            drafts=[
+                EventDraft(
+                    type=_event_type(row.kind),
+                    subject={
+                        "mob": mob.pk,
+                        "mob_id": mob.mob_id,
+                        **({"identity": row.identity} if row.identity else {}),
+                    },
+                    data={"seq": row.seq, **row.data},
+                )
+                for row in rows
+            ],
+        )
+    return rows
+
+
+def ledger_append(*, mob: Mob, kind: str, identity: str = "", data: dict[str, Any] | None = None) -> MobEvent:
+    return ledger_append_many(mob=mob, entries=[(kind, identity, data or {})])[0]
+
+
+def ledger_after(*, mob: Mob, after_seq: int, limit: int) -> tuple[list[MobEvent], int]:
+    """Ledger events after ``after_seq`` and the latest seq. A cursor past the end is an error."""
+    if after_seq < 0 or not 1 <= limit <= 1000:
+        raise InvalidInput("after_seq must be >= 0 and limit between 1 and 1000")
+    latest = Mob.objects.filter(pk=mob.pk).values_list("ledger_seq", flat=True).get()
+    if after_seq > latest:
+        raise CursorAhead(
+            f"after_seq {after_seq} is past the end of the ledger ({latest})", details={"latest_seq": latest}
+        )
+    rows = list(MobEvent.objects.filter(mob=mob, seq__gt=after_seq).order_by("seq")[:limit])
+    return rows, latest
+
+
+# --- projector ------------------------------------------------------------------------------
+
+
+def projector_cursor(*, mob: Mob, name: str) -> int:
+    row = MobMetadata.objects.filter(mob=mob, key=f"subscription_cursor:{name}").values_list("value", flat=True)
+    value = row.first()
+    return int(value["seq"]) if value else 0
+
+
+def projector_run(*, mob: Mob, name: str, handler: Any, limit: int | None = None, batch: int = 100) -> int:
+    """Feed ledger events after the stored subscription cursor to ``handler(event)``, storing the
+    cursor after each one: a projector killed mid-stream resumes where it stopped and skips
+    nothing (the event in flight when it died is seen again: at-least-once). Returns the count."""
+    done = 0
+    while limit is None or done < limit:
+        after = projector_cursor(mob=mob, name=name)
+        latest = Mob.objects.filter(pk=mob.pk).values_list("ledger_seq", flat=True).get()
+        if after > latest:
+            raise CursorAhead(f"projector {name!r} cursor {after} is past the ledger's end ({latest})")
+        rows = list(MobEvent.objects.filter(mob=mob, seq__gt=after).order_by("seq")[:batch])
+        if not rows:
+            return done
+        for event in rows:
+            handler(event)
+            MobMetadata.objects.update_or_create(
+                mob=mob, key=f"subscription_cursor:{name}", defaults={"value": {"seq": event.seq}}
+            )
+            done += 1
+            if limit is not None and done >= limit:
+                break
+    return done
+
+
+# --- console log ----------------------------------------------------------------------------
+
+
+def _frame_dict(frame: ConsoleFrame) -> dict[str, Any]:
+    return {
+        "cursor": frame.cursor,
+        "identity": frame.identity,
+        "session_id": frame.session_id,
+        "kind": frame.kind,
+        "status": frame.status,
+        "frame_version": frame.frame_version,
+        "source_kind": frame.source_kind,
+        "payload": frame.payload,
+    }
+
+
+def console_append(
+    *,
+    mob: Mob,
+    kind: str,
+    identity: str = "",
+    payload: dict[str, Any] | None = None,
+    dedupe_key: str | None = None,
+    status: str = ConsoleFrame.Status.ACCEPTED,
+    source_kind: str = "send",
+    session_id: str = "",
+) -> tuple[ConsoleFrame, bool]:
+    """Append a frame unless one with ``dedupe_key`` exists (append-if-absent). Returns
+    (frame, created)."""
+    if dedupe_key:
+        existing = ConsoleFrame.objects.filter(mob=mob, dedupe_key=dedupe_key).first()
+        if existing is not None:
+            return existing, False
+    try:
+        with transaction.atomic():
+            frame = ConsoleFrame.objects.create(
+                mob=mob,
+                seq=_next(mob, "console_seq"),
+                dedupe_key=dedupe_key,
+                identity=identity,
+                session_id=session_id,
+                kind=kind,
+                status=status,
+                source_kind=source_kind,
+                payload=payload or {},
+            )
+            publish_many(
+                workspace=mob.workspace,
+                drafts=[
+                    EventDraft(
+                        type="console.frame",
+                        subject={"mob": mob.pk, "mob_id": mob.mob_id, "identity": identity},
+                        data=_frame_dict(frame),
+                    )
+                ],
+            )
+        return frame, True
+    except IntegrityError:
+        if dedupe_key:
+            existing = ConsoleFrame.objects.filter(mob=mob, dedupe_key=dedupe_key).first()
+            if existing is not None:
+                return existing, False
+        raise
+
+
+def console_update(
+    *,
+    frame: ConsoleFrame,
+    status: str,
+    payload: dict[str, Any] | None = None,
+    session_id: str | None = None,
+    expect_status: str | None = None,
+) -> ConsoleFrame | None:
+    """Change a frame's status (and merge ``payload``); bumps ``frame_version``. With
+    ``expect_status`` it is a claim: None when the frame is no longer in that status."""
+    with transaction.atomic():
+        frame = ConsoleFrame.objects.select_for_update().select_related("mob__workspace").get(pk=frame.pk)
+        if expect_status is not None and frame.status != expect_status:
+            return None
+        frame.status = status
+        frame.frame_version += 1
+        if payload:
+            frame.payload = {**frame.payload, **payload}
+        if session_id is not None:
+            frame.session_id = session_id
+        frame.save(update_fields=["status", "frame_version", "payload", "session_id", "updated_at"])
+        mob = frame.mob
+        publish_many(
+            workspace=mob.workspace,
+            drafts=[
+                EventDraft(
+                    type="console.frame_updated",
+                    subject={"mob": mob.pk, "mob_id": mob.mob_id, "identity": frame.identity},
+                    data=_frame_dict(frame),
+                )
+            ],
+        )
+    return frame
+
+
+def parse_console_cursor(value: str | None) -> int:
+    if value in (None, ""):
+        return 0
+    raw = value.removeprefix("console:")
+    if not raw.isdigit():
+        raise InvalidInput(f"invalid console cursor {value!r}: use console:<seq>", code="invalid_cursor")
+    return int(raw)
+
+
+def console_page(*, mob: Mob, after: str | None, limit: int) -> dict[str, Any]:
+    """Keyset page after a cursor. ``next_cursor`` is the last frame returned (never skips)."""
+    if not 1 <= limit <= 500:
+        raise InvalidInput("limit must be between 1 and 500")
+    seq = parse_console_cursor(after)
+    latest = Mob.objects.filter(pk=mob.pk).values_list("console_seq", flat=True).get()
+    if seq > latest:
+        raise InvalidInput(
+            f"console cursor console:{seq} is past the end (console:{latest})",
+            code="replay_unavailable",
+            details={"latest_cursor": f"console:{latest}"},
+        )
+    frames = list(ConsoleFrame.objects.filter(mob=mob, seq__gt=seq).order_by("seq")[:limit])
+    return {
+        "frames": frames,
+        "next_cursor": frames[-1].cursor if frames else f"console:{seq}",
+        "latest_cursor": f"console:{latest}",
+    }

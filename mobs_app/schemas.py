@@ -1,0 +1,140 @@
+"""API shapes for mobs (In and Out kept apart)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from ninja import Field, Schema
+
+
+class MobIn(Schema):
+    toml: str = Field(..., min_length=1, description="The whole TOML definition.")
+
+
+class MobOut(Schema):
+    mob_id: str
+    revision: int
+    bootstrap_mode: str
+    warm_concurrency: int
+    max_sessions: int
+    session_count: int
+    shutting_down: bool
+    profiles: list[str]
+    orchestrator: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class MobLoadOut(MobOut):
+    created_revision: bool
+    reconcile: dict[str, list[str]]
+
+
+class MobDetailOut(MobOut):
+    definition: dict[str, Any]
+    toml: str
+    bootstrap: dict[str, Any]
+
+
+class BootstrapIn(Schema):
+    mode: Literal["eager", "lazy", "lazy_background_warm"]
+    concurrency: int | None = None
+
+
+class IdentityIn(Schema):
+    key: str
+    profile: str
+    addressability: Literal["addressable", "internal_only"] = "addressable"
+    display_name: str = ""
+    labels: dict[str, str] = {}
+    context: dict[str, Any] = {}
+    initial_message: str = ""
+
+
+class ContinuityOut(Schema):
+    session_id: str
+    generation: int
+    checkpoint_version: int
+    fencing_token: int
+
+
+class LeaseOut(Schema):
+    holder: str
+    token: int
+    expires_at: datetime | None
+
+
+class IdentityOut(Schema):
+    key: str
+    profile: str
+    addressability: str
+    display_name: str
+    labels: dict[str, str]
+    context: dict[str, Any]
+    source: str
+    revision: int
+    state: str
+    broken_reason: str
+    health: str
+    session_id: str
+    continuity: ContinuityOut | None
+    lease: LeaseOut | None
+
+
+class SendIn(Schema):
+    text: str = Field(..., min_length=1)
+    idempotency_key: str = Field("", max_length=200)
+
+
+class DispatchIn(SendIn):
+    origin: Literal["connector", "scheduler", "policy", "flow", "system"]
+
+
+class AcceptanceOut(Schema):
+    accepted: bool
+    identity: str
+    origin: str
+    kind: str
+    cursor: str
+    frame_id: int
+    replayed: bool
+
+
+class EdgeOut(Schema):
+    a: str
+    b: str
+    source: str
+
+
+class FrameOut(Schema):
+    cursor: str
+    identity: str
+    session_id: str
+    kind: str
+    status: str
+    frame_version: int
+    source_kind: str
+    payload: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConsolePageOut(Schema):
+    frames: list[FrameOut]
+    next_cursor: str
+    latest_cursor: str
+
+
+class MobEventOut(Schema):
+    seq: int
+    kind: str
+    identity: str
+    data: dict[str, Any]
+    ts: datetime
+
+
+class MobEventPageOut(Schema):
+    events: list[MobEventOut]
+    next_after_seq: int
+    latest_seq: int

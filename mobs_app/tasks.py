@@ -1,0 +1,35 @@
+"""Background work for mobs. Thin and idempotent: each task re-checks state in its service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+
+@shared_task(name="mobs_app.frame_deliver")
+def frame_deliver_task(*, frame_pk: int) -> None:
+    from mobs_app.messaging import frame_deliver
+
+    frame_deliver(frame_pk=frame_pk)
+
+
+@shared_task(name="mobs_app.mob_warm")
+def mob_warm_task(*, mob_pk: int, concurrency: int) -> None:
+    from mobs_app.models import Mob
+    from mobs_app.services import mob_warm
+
+    mob = Mob.objects.select_related("workspace", "active_revision").filter(pk=mob_pk).first()
+    if mob is not None:
+        mob_warm(mob=mob, concurrency=concurrency)
+
+
+@shared_task(name="mobs_app.identity_warm")
+def identity_warm_task(*, identity_pk: int) -> None:
+    from mobs_app.models import Identity
+    from mobs_app.services import identity_materialize
+
+    identity = Identity.objects.select_related("mob__workspace", "mob__active_revision").filter(pk=identity_pk).first()
+    if identity is not None and identity.state == Identity.State.DORMANT:
+        try:
+            identity_materialize(identity=identity)
+        except Exception:  # the identity is marked broken with the reason; nothing to retry
+            pass
