@@ -1,0 +1,1 @@
+"""/ops/: live dashboards for staff (fleet, sessions, processes, mobs)."""

@@ -1,0 +1,62 @@
+"""Headless Chromium against a real daphne server (tests/live/server.py). Screenshots go to
+test-artifacts/ (gitignored)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import service_missing
+from tests.live.server import DaphneServer
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"
+
+
+@pytest.fixture
+def server(transactional_db, tmp_path):
+    if not os.path.exists(CHROMIUM):
+        service_missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    srv = DaphneServer(log_path=tmp_path / "daphne.log").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def staff_user(transactional_db, workspace, django_user_model):
+    # Before the browser starts: Playwright's sync API runs an event loop in this thread,
+    # and Django refuses ORM calls from a thread with a running loop.
+    return django_user_model.objects.create_superuser("ops", "ops@example.com", "ops-pass-123")
+
+
+@pytest.fixture
+def browser(server, staff_user, api_key):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(15_000)
+    pg.goto(f"{server.url}/admin/login/?next=/ops/")
+    pg.fill("#id_username", "ops")
+    pg.fill("#id_password", "ops-pass-123")
+    pg.click("input[type=submit]")
+    pg.wait_for_url(f"{server.url}/ops/")
+    yield pg
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
