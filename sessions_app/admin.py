@@ -31,6 +31,10 @@ class ReadOnlyInline(admin.TabularInline):
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> tuple:
+        # Shown, never a form field: a non-editable column (created_at) in ``fields`` is a FieldError.
+        return self.fields
+
 
 class TurnInline(ReadOnlyInline):
     model = Turn
