@@ -132,3 +132,16 @@ def test_schedules_emit_occurrences_when_due(api, workspace, drive):
     assert schedules_tick() == 0  # moved to its next tick
     occ = TriggerOccurrence.objects.get(workspace=workspace)
     assert occ.source == "cron" and occ.occurrence_id.startswith("cron:every5:")
+
+
+def test_demo_seed_is_idempotent(workspace, drive):
+    from processes_app.demo import seed
+    from processes_app.models import CronSchedule, Process, TriggerSubscription
+
+    seed(workspace=workspace)
+    seed(workspace=workspace)
+    assert set(Process.objects.values_list("pk", flat=True)) == {"demo-greet", "demo-approval", "demo-fanout"}
+    assert TriggerSubscription.objects.count() == 1 and CronSchedule.objects.count() == 1
+    drive()
+    assert Process.objects.get(pk="demo-greet").output == {"greeting": "Hello, LashOps!"}
+    assert Process.objects.get(pk="demo-approval").wait_kind == "timer"
