@@ -115,6 +115,9 @@ def celery_app_on(broker_url: str) -> Iterator:
     try:
         yield celery_app
     finally:
-        celery_app.close()
+        # Not celery_app.close(): that de-registers the app, and shared_tasks defined later
+        # (lazily imported task modules) would never be registered on it.
+        if celery_app._pool is not None:
+            celery_app._pool.force_close_all()
         celery_app.conf.broker_url = previous
         celery_app._pool = None

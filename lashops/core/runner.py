@@ -41,6 +41,10 @@ def _get_pool() -> ThreadPoolExecutor:
 
 
 def _run_in_thread(task: Task, kwargs: dict[str, Any]) -> Any:
+    from lashops import celery_app
+
+    # Celery's "current app" is thread-local; shared_task proxies resolve through it.
+    celery_app.set_current()
     close_old_connections()
     ids = {k: v for k, v in kwargs.items() if k.endswith("_id") or k == "identity"}
     try:

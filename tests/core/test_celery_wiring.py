@@ -79,4 +79,8 @@ def test_beat_starts_against_the_broker(broker_url, tmp_path):
         assert "beat: Starting" in seen, seen
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # a loaded machine; the assertion above is what matters
+            proc.kill()
+            proc.wait(timeout=10)
