@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lashops.settings")
 os.environ.setdefault("DEBUG", "1")
-os.environ.setdefault("LASHOPS_PROCESS_SCHEDULER", "0")
+os.environ.setdefault("LASHOPS_SCHEDULER", "0")
 
 from celery import shared_task  # noqa: E402
 
@@ -73,7 +73,7 @@ def main() -> None:
             broker,
             concurrency=args.concurrency,
             log_path=logs / f"bench-worker-{i}.log",
-            extra_env={"LASHOPS_PROCESS_DEFINITIONS": "bench.processes", "LASHOPS_PROCESS_SCHEDULER": "0"},
+            extra_env={"LASHOPS_PROCESS_DEFINITIONS": "bench.processes", "LASHOPS_SCHEDULER": "0"},
         )
         for i in range(2)
     ]

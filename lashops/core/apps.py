@@ -18,8 +18,10 @@ class CoreConfig(AppConfig):
 
         if serving_asgi() and settings.LASHOPS_RUNNER == "in_process":
             from lashops.core import heartbeat
+            from lashops.core.scheduler import ensure_started
 
             heartbeat.start(kind="in_process")
+            ensure_started()
 
 
 def serving_asgi() -> bool:

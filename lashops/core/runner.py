@@ -68,6 +68,9 @@ def dispatch(task: Task, **kwargs: Any) -> None:
     if runner_mode() == "celery":
         transaction.on_commit(lambda: task.apply_async(kwargs=kwargs))
     else:
+        from lashops.core.scheduler import ensure_started
+
+        ensure_started()  # the sweeps that recover lost in-process work run beside it
         transaction.on_commit(lambda: run_in_process(task, **kwargs))
 
 

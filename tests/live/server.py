@@ -31,7 +31,7 @@ class DaphneServer:
                 "LASHOPS_TESTING": "1",
                 "DEBUG": "1",
                 "PYTHONUNBUFFERED": "1",
-                "LASHOPS_PROCESS_SCHEDULER": "1",
+                "LASHOPS_SCHEDULER": "1",
             }
         )
         self.env.pop("CELERY_BROKER_URL", None)

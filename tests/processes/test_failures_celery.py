@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.celery, pytest.mark.django_db(tr
 WORKER_ENV = {
     "LASHOPS_PROCESS_DEFINITIONS": "tests.processes.definitions",
     "LASHOPS_PROCESS_LEASE_SECONDS": "2",
-    "LASHOPS_PROCESS_SCHEDULER": "0",
+    "LASHOPS_SCHEDULER": "0",
 }
 
 

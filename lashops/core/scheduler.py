@@ -1,0 +1,78 @@
+"""The in-process scheduler of the embedded default.
+
+Production runs ``CELERY_BEAT_SCHEDULE`` on Celery beat. Without a broker, this daemon thread
+runs the very same schedule in-process (sweeps, timers, crons, retention): one schedule, two
+drivers. Started when daphne/runserver starts and lazily on the first in-process dispatch;
+never with a broker configured (beat owns the schedule then) and never under tests, which call
+the sweep services directly (``LASHOPS_SCHEDULER=0``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from django.conf import settings
+from django.db import connections
+
+log = logging.getLogger(__name__)
+
+_thread: threading.Thread | None = None
+_lock = threading.Lock()
+
+
+def enabled() -> bool:
+    return bool(settings.LASHOPS_SCHEDULER) and settings.LASHOPS_RUNNER == "in_process"
+
+
+def ensure_started() -> bool:
+    """Start the scheduler thread once per OS process when it is enabled."""
+    global _thread
+    if not enabled():
+        return False
+    with _lock:
+        if _thread is not None and _thread.is_alive():
+            return True
+        _thread = threading.Thread(target=_loop, name="lashops-scheduler", daemon=True)
+        _thread.start()
+    return True
+
+
+def _entries() -> list[tuple[str, str, float]]:
+    return [
+        (name, entry["task"], float(entry["schedule"]))
+        for name, entry in settings.CELERY_BEAT_SCHEDULE.items()
+        if isinstance(entry.get("schedule"), int | float)
+    ]
+
+
+def run_due(next_due: dict[str, float], now: float) -> list[str]:
+    """Run every entry whose time has come; returns the names that ran."""
+    from lashops import celery_app
+
+    celery_app.set_current()
+    # Outside a worker nothing has imported the apps' task modules yet (autodiscovery is lazy).
+    celery_app.loader.import_default_modules()
+    ran = []
+    for name, task_name, interval in _entries():
+        due = next_due.setdefault(name, now + interval)
+        if now < due:
+            continue
+        next_due[name] = now + interval
+        try:
+            celery_app.tasks[task_name].run()
+            ran.append(name)
+        except Exception:
+            log.exception("scheduled job %s (%s) failed", name, task_name)
+        finally:
+            connections.close_all()
+    return ran
+
+
+def _loop() -> None:
+    next_due: dict[str, float] = {}
+    tick = max(0.1, min([interval for _, _, interval in _entries()] or [1.0]))
+    while True:
+        time.sleep(tick)
+        run_due(next_due, time.monotonic())
