@@ -10,3 +10,7 @@ def seed_demo_content(*, workspace: Workspace) -> None:
     from sessions_app.demo import seed as seed_sessions
 
     seed_sessions(workspace=workspace)
+
+    from mobs_app.demo import seed as seed_mobs
+
+    seed_mobs(workspace=workspace)
