@@ -18,7 +18,7 @@ from django.utils import timezone
 from lashops.core.errors import LeaseLost as CoreLeaseLost
 from lashops.core.events import EventDraft, publish_live
 from lashops.core.models import Effect, Workspace
-from lashops.core.services import effect_lookup, effect_record, lease_renew
+from lashops.core.services import effect_record, lease_renew
 from lashops.runtime.interfaces import LeaseLost
 from lashops.runtime.memory import NullTrace
 from lashops.runtime.plugins import build_session_plugins, default_plugin_factories, load_plugin_factories
@@ -118,14 +118,16 @@ class OrmEffectJournal:
         self.scope = scope
         self.deferred: dict[str, tuple[str, dict]] = {}
         self._owner = threading.get_ident()
+        # One read for the whole drive: only this lease holder records effects for the scope, and a
+        # fenced-out revenant's late record is resolved by the unique key (first writer wins).
+        self.recorded: dict[str, dict] = dict(
+            Effect.objects.filter(scope=scope).values_list("replay_key", "outcome")
+        )
 
     def lookup(self, key: str) -> dict | None:
         if key in self.deferred:
             return self.deferred[key][1]
-        try:
-            return effect_lookup(replay_key=key)
-        finally:
-            self._release_thread_connection()
+        return self.recorded.get(key)
 
     def record(self, key: str, *, kind: str, outcome: dict) -> dict:
         if kind == "inputs" and not outcome.get("inputs"):
@@ -134,11 +136,13 @@ class OrmEffectJournal:
             self.deferred[key] = (kind, outcome)
             return outcome
         try:
-            return effect_record(
+            stored = effect_record(
                 workspace=self.workspace_id, scope=self.scope, replay_key=key, kind=kind, outcome=outcome
             )
         finally:
             self._release_thread_connection()
+        self.recorded[key] = stored
+        return stored
 
     def flush(self) -> None:
         """Write deferred records; call inside the commit transaction."""
@@ -195,6 +199,7 @@ class TurnControl:
         self._cancelled = turn.cancel_requested_at is not None
         self._polled = 0.0
         self._renewed = time.monotonic()
+        self.claimed_any = False
 
     def is_cancelled(self) -> bool:
         if self._cancelled or threading.get_ident() != self._owner:
@@ -218,6 +223,11 @@ class TurnControl:
 
     def take_boundary_inputs(self) -> list[str]:
         """Claim pending input for this turn; inputs it claimed before a crash come back first."""
+        waiting = PendingInput.objects.filter(
+            session_id=self.turn.session_id, status__in=[PendingInput.Status.PENDING, PendingInput.Status.CLAIMED]
+        )
+        if not waiting.exists():  # the common case: no write transaction at all
+            return []
         with transaction.atomic():
             rows = list(
                 PendingInput.objects.select_for_update()
@@ -231,4 +241,5 @@ class TurnControl:
             PendingInput.objects.filter(pk__in=[r.pk for r in rows]).update(
                 status=PendingInput.Status.CLAIMED, claimed_by=self.turn.pk, updated_at=timezone.now()
             )
+        self.claimed_any = True
         return [r.text for r in rows]

@@ -237,7 +237,7 @@ def turn_start(*, session: Session, text: str, source_key: str = "", background:
             if existing.input_text != text:
                 raise Conflict("this source_key was used with different input", code="idempotency_conflict")
             return existing
-    _apply_pending_commands(session)
+    # Pending commands were applied when submitted (idle lane) or by the previous turn's commit.
     holder = driver_id()
     try:
         with transaction.atomic():
@@ -581,6 +581,8 @@ def _start_turn_for_pending_input(session: Session) -> Turn | None:
     """If the session is idle and input is pending, start one background turn with all of it."""
     from sessions_app.tasks import drive_turn_task
 
+    if not PendingInput.objects.filter(session=session, status=PendingInput.Status.PENDING).exists():
+        return None
     try:
         with transaction.atomic():
             rows = list(
@@ -643,6 +645,8 @@ def command_submit(*, session: Session, kind: str, source_key: str, reason: str 
 
 
 def _apply_pending_commands(session: Session) -> None:
+    if not SessionCommand.objects.filter(session=session, status=SessionCommand.Status.PENDING).exists():
+        return  # the common case: no write transaction at all
     with transaction.atomic():
         if not Session.objects.select_for_update().filter(pk=session.pk, active_turn_id="").exists():
             return

@@ -11,6 +11,10 @@ def seed_demo_content(*, workspace: Workspace) -> None:
 
     seed_sessions(workspace=workspace)
 
+    from processes_app.demo import seed as seed_processes
+
+    seed_processes(workspace=workspace)
+
     from mobs_app.demo import seed as seed_mobs
 
     seed_mobs(workspace=workspace)
