@@ -195,7 +195,10 @@ LOGGING = {
 
 # --- sessions and the agent runtime ---------------------------------------------------
 # Tool providers and plugin factories by dotted path ("pkg.module:callable"), comma-separated.
-LASHOPS_TOOL_PROVIDERS = env_list("LASHOPS_TOOL_PROVIDERS", ["lashops.runtime.builtin_tools:builtin_tools"])
+LASHOPS_TOOL_PROVIDERS = env_list(
+    "LASHOPS_TOOL_PROVIDERS",
+    ["lashops.runtime.builtin_tools:builtin_tools", "mobs_app.member_tools:member_tools"],
+)
 LASHOPS_PLUGINS = env_list("LASHOPS_PLUGINS", [])
 # The model a session gets when it names none: "provider:model" (scripted needs no key).
 LASHOPS_DEFAULT_MODEL = env_str("LASHOPS_DEFAULT_MODEL", "scripted:scripted-1")

@@ -39,13 +39,28 @@ def _tools(paths: tuple[str, ...]) -> tuple:
     return tuple(load_tool_providers(paths))
 
 
+# Which capability flag (mob profiles' `[profiles.*.tools]`) a tool belongs to; unlisted tools are
+# platform tools and count as "builtins".
+TOOL_CAPABILITIES = {
+    "spawn_agent": "mob",
+    "mob_peers": "comms",
+    "mob_send_message": "comms",
+}
+
+
 def tool_catalog(session: Session) -> ToolCatalog:
-    """The session's catalog: every configured tool, or only those named in ``metadata["tools"]``
-    (membership is availability)."""
+    """The session's catalog (membership is availability): every configured tool, narrowed by
+    ``metadata["tools"]`` when present, either a list of tool names or capability flags such as
+    ``{"builtins": true, "comms": true, "shell": false}``. Mob-member tools (capability ``comms``)
+    exist only for mob members."""
     tools = list(_tools(tuple(settings.LASHOPS_TOOL_PROVIDERS)))
+    member = bool(session.metadata.get("mob"))
+    tools = [t for t in tools if member or TOOL_CAPABILITIES.get(t.name) != "comms"]
     allowed = session.metadata.get("tools")
     if isinstance(allowed, list):
         tools = [t for t in tools if t.name in allowed]
+    elif isinstance(allowed, dict):
+        tools = [t for t in tools if allowed.get(TOOL_CAPABILITIES.get(t.name, "builtins"), False)]
     return ToolCatalog(tools, generation=session.tool_catalog_generation)
 
 

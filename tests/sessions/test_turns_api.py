@@ -285,3 +285,18 @@ def test_park_while_a_turn_runs_is_409(api):
     Session.objects.filter(pk="s1").update(active_turn_id="running")
     response = api.patch("/api/sessions/s1", data={"status": "parked"}, content_type="application/json")
     assert response.status_code == 409 and response.json()["error"]["code"] == "session_execution_busy"
+
+
+def test_capability_flags_narrow_the_catalog_like_a_mob_profile(api):
+    calc = {"tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}}]}
+    _open(api, model=scripted(calc, {"text": "ok"}), metadata={"tools": {"builtins": False, "comms": True}})
+    _turn(api)
+    assert Node.objects.get(kind="tool_result").payload["is_error"] is True
+
+
+def test_mob_member_tools_are_hidden_from_sessions_outside_a_mob(api):
+    peers = {"tool_calls": [{"name": "mob_peers", "arguments": {}}]}
+    _open(api, model=scripted(peers, {"text": "ok"}))
+    _turn(api)
+    result = Node.objects.get(kind="tool_result").payload
+    assert result["is_error"] is True and "mob_peers" in result["content"]
