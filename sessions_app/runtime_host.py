@@ -135,9 +135,7 @@ class OrmEffectJournal:
         self._owner = threading.get_ident()
         # One read for the whole drive: only this lease holder records effects for the scope, and a
         # fenced-out revenant's late record is resolved by the unique key (first writer wins).
-        self.recorded: dict[str, dict] = dict(
-            Effect.objects.filter(scope=scope).values_list("replay_key", "outcome")
-        )
+        self.recorded: dict[str, dict] = dict(Effect.objects.filter(scope=scope).values_list("replay_key", "outcome"))
 
     def lookup(self, key: str) -> dict | None:
         if key in self.deferred:
