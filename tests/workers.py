@@ -111,13 +111,19 @@ def celery_app_on(broker_url: str) -> Iterator:
 
     previous = celery_app.conf.broker_url
     celery_app.conf.broker_url = broker_url
-    celery_app._pool = None
+    _drop_connections(celery_app)
     try:
         yield celery_app
     finally:
-        # Not celery_app.close(): that de-registers the app, and shared_tasks defined later
-        # (lazily imported task modules) would never be registered on it.
-        if celery_app._pool is not None:
-            celery_app._pool.force_close_all()
         celery_app.conf.broker_url = previous
-        celery_app._pool = None
+        _drop_connections(celery_app)
+
+
+def _drop_connections(app) -> None:
+    """Forget pooled broker connections (and the producer pool built on them) so the next use
+    connects to the configured broker. Not app.close(): that also de-registers the app, and
+    shared_tasks defined later (lazily imported task modules) would never be registered on it."""
+    app._pool = None
+    amqp = app.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None

@@ -17,6 +17,7 @@ Unauthenticated sockets are refused at the handshake.
 from __future__ import annotations
 
 import asyncio
+import collections
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -30,6 +31,8 @@ from lashops.core.events import envelope
 from lashops.core.models import Workspace
 from lashops.core.selectors import events_after, latest_committed_cursor, stream_bounds
 from lashops.core.services import api_key_authenticate
+
+LIVE_DEDUPE_WINDOW = 10_000  # live cursors remembered per socket to drop duplicates
 
 
 class LoopBindingMiddleware:
@@ -161,6 +164,10 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
             after = latest
         self.last_sent = after
         replayed = await self._replay()
+        # Everything at or below this cursor was in the replay: cursors are allocated under a row
+        # lock, so no lower cursor can commit after a higher one became visible.
+        self.replayed_through = self.last_sent
+        self.sent_live: collections.OrderedDict[int, None] = collections.OrderedDict()
         while self.buffer_overflow:  # a long replay outran the buffer: replay again from the database
             self.buffer_overflow = False
             self.buffer = [e for e in self.buffer if e.get("cursor") is not None]
@@ -241,6 +248,7 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
         requested = self.last_sent
         latest = max(await self._committed_cursor(), requested)
         self.last_sent = latest
+        self.replayed_through = latest  # the client reloads state up to here
         self.dropped = 0
         self.behind = False
         await self.transmit(
@@ -260,11 +268,22 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
         if cursor is None:
             await self.transmit(event)  # live lane
             return
-        if self.contiguous and cursor > self.last_sent + 1:
-            await self._replay()  # heal a hole (a message the layer dropped) from the database
-        if cursor <= self.last_sent:
-            return  # already replayed
-        self.last_sent = cursor
+        if self.contiguous:
+            if cursor > self.last_sent + 1:
+                await self._replay()  # heal a hole (a message the layer dropped) from the database
+            if cursor <= self.last_sent:
+                return  # already replayed
+            self.last_sent = cursor
+            await self.transmit(event)
+            return
+        # A filtered stream cannot see holes, and two publishing processes may deliver cursor N+1
+        # before N: drop only what was replayed or already sent, never a late arrival.
+        if cursor <= self.replayed_through or cursor in self.sent_live:
+            return
+        self.sent_live[cursor] = None
+        if len(self.sent_live) > LIVE_DEDUPE_WINDOW:
+            self.sent_live.popitem(last=False)
+        self.last_sent = max(self.last_sent, cursor)
         await self.transmit(event)
 
     async def _error(self, code: str, message: str) -> None:

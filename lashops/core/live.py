@@ -1,11 +1,14 @@
-"""Hand channel-layer sends to the right event loop.
+"""Hand channel-layer sends to the right event loop, in order, without blocking publishers.
 
-Channels' in-memory layer belongs to the server's event loop: a send made from a runner
-thread on a fresh loop may never wake a socket waiting on the server loop. The ASGI
-application records its loop here (``bind_loop``); sync code on any other thread then
-schedules the send on that loop without waiting for it, so publishers never block on
-slow consumers. With no server loop in this process (a Celery worker), the send runs on
-a private loop, which is right for the Redis layer.
+Channels' in-memory layer belongs to the server's event loop: a send made from a runner thread
+on a fresh loop may never wake a socket waiting on the server loop. The ASGI application records
+its loop here (``bind_loop``). Processes without a server loop (Celery workers, management
+commands) get one private loop on a daemon thread, so channels-redis keeps its connections
+instead of opening a new pool per send.
+
+Every send goes through one FIFO queue per loop, drained by a single task: messages leave in the
+order they were published (independent tasks could overtake each other on a slow network), and
+publishers only enqueue, so a slow layer never stalls them.
 """
 
 from __future__ import annotations
@@ -13,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import weakref
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 log = logging.getLogger(__name__)
 
 _server_loop: asyncio.AbstractEventLoop | None = None
+_private_loop: asyncio.AbstractEventLoop | None = None
+_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Queue] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -30,29 +35,62 @@ def bind_loop(loop: asyncio.AbstractEventLoop) -> None:
         _server_loop = loop
 
 
-def _on_sent(future: Any) -> None:
-    exc = future.exception()
-    if exc is not None:
-        log.warning("live send failed: %s", exc)
+def _own_loop() -> asyncio.AbstractEventLoop:
+    global _private_loop
+    with _lock:
+        if _private_loop is None or _private_loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="lashops-live-sender", daemon=True).start()
+            _private_loop = loop
+        return _private_loop
+
+
+async def _drain(queue: asyncio.Queue) -> None:
+    while True:
+        group, message = await queue.get()
+        layer = get_channel_layer()
+        try:
+            await layer.group_send(group, message)
+        except Exception as exc:  # the durable lane holds the event; a lost live send is recoverable
+            log.warning("live send to %s failed: %s", group, exc)
+
+
+def _enqueue(loop: asyncio.AbstractEventLoop, item: tuple[str, dict[str, Any]]) -> None:
+    """Runs on ``loop``: put the item on that loop's queue, starting its drain task once."""
+    queue = _queues.get(loop)
+    if queue is None:
+        queue = _queues[loop] = asyncio.Queue()
+        loop.create_task(_drain(queue))
+    queue.put_nowait(item)
 
 
 def group_send(group: str, message: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    if layer is None:
+    if get_channel_layer() is None:
         return
-    loop = _server_loop
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
     if running is not None:
-        # Called from async code on a loop: schedule, don't block it.
-        running.create_task(layer.group_send(group, message))
+        _enqueue(running, (group, message))
         return
-    if loop is not None and loop.is_running() and not loop.is_closed():
-        asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop).add_done_callback(_on_sent)
+    loop = _server_loop
+    if loop is None or not loop.is_running() or loop.is_closed():
+        loop = _own_loop()
+    loop.call_soon_threadsafe(_enqueue, loop, (group, message))
+
+
+def flush(timeout: float = 5.0) -> None:
+    """Wait until this process's private sender has sent everything queued (for tests, shutdown)."""
+    loop = _private_loop
+    if loop is None or not loop.is_running():
         return
-    try:
-        async_to_sync(layer.group_send)(group, message)
-    except Exception as exc:  # the durable lane already holds the event; a lost live send is recoverable
-        log.warning("live send to %s failed: %s", group, exc)
+    queue = _queues.get(loop)
+    if queue is None:
+        return
+
+    async def _wait() -> None:
+        while not queue.empty():
+            await asyncio.sleep(0.005)
+
+    asyncio.run_coroutine_threadsafe(_wait(), loop).result(timeout)
