@@ -128,6 +128,10 @@ class Beater(threading.Thread):
         )
 
     def run(self) -> None:
+        from django.apps import apps
+
+        while not apps.ready and not self._stop_event.is_set():
+            self._stop_event.wait(0.05)  # started from AppConfig.ready(): let Django finish loading first
         while not self._stop_event.is_set():
             self.beat()
             self._stop_event.wait(settings.LASHOPS_WORKER_BEAT_SECONDS)
