@@ -10,6 +10,7 @@ from typing import Protocol
 from django.db import transaction
 from django.db.models import Q
 
+from lashops.core.events import publish
 from mobs_app.errors import NotFound, StaleCheckpointVersion, StaleFencingToken
 from mobs_app.leases import lease_provider
 from mobs_app.models import Continuity, Identity
@@ -114,3 +115,34 @@ def continuity_checkpoint(
                 details={"current": record.checkpoint_version},
             )
         return Continuity.objects.get(pk=identity.pk)
+
+
+def continuity_checkpoint_committed(*, session_id: str, head_revision: int) -> Continuity | None:
+    """A session committed a turn: if an identity runs that session now, record ``head_revision``
+    as its checkpoint version. Compare-and-set on the record as read (session, generation, fencing
+    token) and strictly increasing, so a reset or rebind in between wins; a session the identity
+    no longer runs (an older generation) is ignored. Returns the updated record, or None."""
+    if not session_id:
+        return None
+    record = Continuity.objects.filter(session_id=session_id).select_related("identity__mob__workspace").first()
+    if record is None:
+        return None
+    with transaction.atomic():
+        updated = Continuity.objects.filter(
+            pk=record.pk,
+            session_id=session_id,
+            generation=record.generation,
+            fencing_token=record.fencing_token,
+            checkpoint_version__lt=head_revision,
+        ).update(checkpoint_version=head_revision)
+        if not updated:
+            return None
+        mob = record.identity.mob
+        publish(
+            workspace=mob.workspace,
+            type="identity.checkpointed",
+            subject={"mob": mob.pk, "mob_id": mob.mob_id, "identity": record.identity.key},
+            data={"session_id": session_id, "generation": record.generation, "checkpoint_version": head_revision},
+        )
+    record.checkpoint_version = head_revision
+    return record

@@ -137,7 +137,7 @@ class Continuity(models.Model):
     ``checkpoint_version`` strictly increases within a ``generation``."""
 
     identity = models.OneToOneField(Identity, on_delete=models.CASCADE, primary_key=True, related_name="continuity")
-    session_id = models.CharField(max_length=64, blank=True, default="")
+    session_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
     generation = models.PositiveIntegerField(default=0)
     checkpoint_version = models.PositiveBigIntegerField(default=0)
     fencing_token = models.BigIntegerField(default=0)

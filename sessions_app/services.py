@@ -68,6 +68,7 @@ from sessions_app.runtime_host import (
     trace_sink,
     turn_config,
 )
+from sessions_app.signals import turn_committed
 
 log = logging.getLogger(__name__)
 
@@ -532,9 +533,19 @@ def turn_commit(
             ],
         )
         lease_release(scope=SESSION_LEASE_SCOPE, key=session.pk, token=token)
+        revision = expected_revision + 1
+        transaction.on_commit(lambda: _announce_commit(session.pk, turn.pk, revision))
         transaction.on_commit(lambda: _after_commit(session.pk))
     locked.refresh_from_db()
     return locked
+
+
+def _announce_commit(session_id: str, turn_id: str, head_revision: int) -> None:
+    """Send ``turn_committed``; a failing receiver is logged, never raised into the turn."""
+    sent = turn_committed.send_robust(sender=Turn, session_id=session_id, turn_id=turn_id, head_revision=head_revision)
+    for receiver, outcome in sent:
+        if isinstance(outcome, Exception):
+            log.error("turn_committed receiver %r failed: %s", receiver, outcome, exc_info=outcome)
 
 
 def _after_commit(session_id: str) -> None:
