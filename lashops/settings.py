@@ -179,6 +179,10 @@ LASHOPS_MOB_SHELL_ENABLED = env_bool("LASHOPS_MOB_SHELL_ENABLED", False)
 LASHOPS_MOB_MATERIALIZE_WAIT = env_float("LASHOPS_MOB_MATERIALIZE_WAIT", 30.0, minimum=0.1)
 LASHOPS_MOB_MEMBER_SESSIONS = env_str("LASHOPS_MOB_MEMBER_SESSIONS", "mobs_app.members:SessionsAppMemberSessions")
 LASHOPS_MOB_TOPOLOGY_PROVIDER = env_str("LASHOPS_MOB_TOPOLOGY_PROVIDER", "")
+# Console frames older than this are deleted hourly in batches (in-flight frames are kept).
+LASHOPS_CONSOLE_RETENTION_DAYS = env_float("LASHOPS_CONSOLE_RETENTION_DAYS", 30.0, minimum=0.0)
+LASHOPS_CONSOLE_PRUNE_BATCH = env_int("LASHOPS_CONSOLE_PRUNE_BATCH", 1000, minimum=1)
+CELERY_BEAT_SCHEDULE["lashops-mobs-console-prune"] = {"task": "mobs_app.console_prune", "schedule": 3600.0}
 # "before_create=pkg.mod:fn,on_error=pkg.mod:fn2" (a hook may be named several times)
 LASHOPS_MOB_HOOKS: dict[str, list[str]] = {}
 for _item in env_list("LASHOPS_MOB_HOOKS", []):

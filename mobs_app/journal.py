@@ -4,10 +4,13 @@ transaction and mirrored on the workspace event stream (subject ``{"mob": pk}``)
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from lashops.core.events import EventDraft, publish_many
 from mobs_app.errors import CursorAhead, InvalidInput
@@ -217,8 +220,21 @@ def parse_console_cursor(value: str | None) -> int:
     return int(raw)
 
 
+PRUNED_KEY = "console_pruned_through"
+
+
+def console_pruned_through(*, mob: Mob) -> int:
+    """The highest console seq that retention deleted (0 when nothing was pruned)."""
+    value = MobMetadata.objects.filter(mob=mob, key=PRUNED_KEY).values_list("value", flat=True).first()
+    return int(value["seq"]) if value else 0
+
+
 def console_page(*, mob: Mob, after: str | None, limit: int) -> dict[str, Any]:
-    """Keyset page after a cursor. ``next_cursor`` is the last frame returned (never skips)."""
+    """Keyset page after a cursor. ``next_cursor`` is the last frame returned (never skips).
+
+    A cursor below the retention mark gets ``gap: True``, no frames and ``next_cursor`` = the
+    oldest kept position (``console:<pruned_through>``): the frames in between are gone, and the
+    client says so instead of silently skipping them. Omitting ``after`` reads from the oldest kept."""
     if not 1 <= limit <= 500:
         raise InvalidInput("limit must be between 1 and 500")
     seq = parse_console_cursor(after)
@@ -229,9 +245,78 @@ def console_page(*, mob: Mob, after: str | None, limit: int) -> dict[str, Any]:
             code="replay_unavailable",
             details={"latest_cursor": f"console:{latest}"},
         )
-    frames = list(ConsoleFrame.objects.filter(mob=mob, seq__gt=seq).order_by("seq")[:limit])
+    pruned = console_pruned_through(mob=mob)
+    explicit = after not in (None, "")
+    if explicit and seq < pruned:
+        return _gap_page(seq=seq, pruned=pruned, latest=latest)
+    frames = list(ConsoleFrame.objects.filter(mob=mob, seq__gt=max(seq, pruned)).order_by("seq")[:limit])
+    # Read the mark again after the rows: the prune deletes and raises the mark in one
+    # transaction, so if its delete could have hidden rows from this page the mark shows it.
+    if explicit and seq < console_pruned_through(mob=mob):
+        return _gap_page(seq=seq, pruned=console_pruned_through(mob=mob), latest=latest)
+    start = max(seq, pruned)
     return {
         "frames": frames,
-        "next_cursor": frames[-1].cursor if frames else f"console:{seq}",
+        "next_cursor": frames[-1].cursor if frames else f"console:{start}",
         "latest_cursor": f"console:{latest}",
+        "gap": False,
+        "pruned_through": f"console:{pruned}",
     }
+
+
+def _gap_page(*, seq: int, pruned: int, latest: int) -> dict[str, Any]:
+    return {
+        "frames": [],
+        "next_cursor": f"console:{pruned}",
+        "latest_cursor": f"console:{latest}",
+        "gap": True,
+        "pruned_through": f"console:{pruned}",
+    }
+
+
+def console_frames_prune(*, older_than_days: float | None = None, batch_size: int | None = None) -> int:
+    """Delete console frames created before the retention window (``LASHOPS_CONSOLE_RETENTION_DAYS``),
+    oldest first per mob, at most ``batch_size`` rows per transaction, raising the mob's prune mark
+    in the same transaction: an HTTP reader holding a cursor below the mark is told of the gap, a
+    cursor above it keeps paging normally. Returns the number of frames deleted.
+
+    The pruned range is always a prefix of the mob's log: the sweep stops at the first frame that
+    is young enough to keep or still in flight (accepted, dispatching), so the mark never covers a
+    kept frame. The workspace event stream mirroring the frames is pruned by ``events_prune``."""
+    days = older_than_days if older_than_days is not None else settings.LASHOPS_CONSOLE_RETENTION_DAYS
+    size = batch_size or settings.LASHOPS_CONSOLE_PRUNE_BATCH
+    cutoff = timezone.now() - timedelta(days=days)
+    deleted = 0
+    for mob_pk in Mob.objects.filter(console_seq__gt=0).order_by("pk").values_list("pk", flat=True).iterator():
+        while True:
+            removed = _console_prune_batch(mob_pk=mob_pk, cutoff=cutoff, size=size)
+            deleted += removed
+            if removed < size:
+                break
+    return deleted
+
+
+def _console_prune_batch(*, mob_pk: int, cutoff: Any, size: int) -> int:
+    in_flight = {ConsoleFrame.Status.ACCEPTED, ConsoleFrame.Status.DISPATCHING}
+    with transaction.atomic():
+        # The (mob, seq) unique index serves this read; old frames are the lowest seqs.
+        rows = list(
+            ConsoleFrame.objects.filter(mob_id=mob_pk)
+            .order_by("seq")
+            .values_list("id", "seq", "created_at", "status")[:size]
+        )
+        doomed: list[tuple[int, int]] = []
+        for pk, seq, created_at, status in rows:
+            if created_at >= cutoff or status in in_flight:
+                break
+            doomed.append((pk, seq))
+        if not doomed:
+            return 0
+        top = doomed[-1][1]
+        mark, _ = MobMetadata.objects.select_for_update().get_or_create(
+            mob_id=mob_pk, key=PRUNED_KEY, defaults={"value": {"seq": 0}}
+        )
+        if int(mark.value.get("seq", 0)) < top:
+            mark.value = {"seq": top}
+            mark.save(update_fields=["value", "updated_at"])
+        return ConsoleFrame.objects.filter(id__in=[pk for pk, _ in doomed]).delete()[0]

@@ -124,6 +124,10 @@ class ConsolePageOut(Schema):
     frames: list[FrameOut]
     next_cursor: str
     latest_cursor: str
+    gap: bool = Field(
+        False, description="True when ?after= points into pruned history: no frames; continue from next_cursor."
+    )
+    pruned_through: str = Field("console:0", description="Frames at or below this cursor were deleted by retention.")
 
 
 class MobEventOut(Schema):

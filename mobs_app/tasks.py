@@ -33,3 +33,10 @@ def identity_warm_task(*, identity_pk: int) -> None:
             identity_materialize(identity=identity)
         except Exception:  # the identity is marked broken with the reason; nothing to retry
             pass
+
+
+@shared_task(name="mobs_app.console_prune")
+def console_prune_task() -> int:
+    from mobs_app.journal import console_frames_prune
+
+    return console_frames_prune()

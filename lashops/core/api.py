@@ -87,9 +87,16 @@ def event_list(request: HttpRequest, query: Query[EventsQuery]):
     if query.after < 0 or not 1 <= query.limit <= 1000:
         raise InvalidInput("after must be >= 0 and limit between 1 and 1000")
     pruned, latest = selectors.stream_bounds(workspace=request.workspace)
-    if query.after < pruned:
-        return EventPageOut(events=[], next_cursor=latest, latest_cursor=latest, gap=True)
-    rows = list(selectors.events_after(workspace=request.workspace, after=query.after, limit=query.limit))
+    rows = (
+        []
+        if query.after < pruned
+        else list(selectors.events_after(workspace=request.workspace, after=query.after, limit=query.limit))
+    )
+    # The mark is read again after the rows: retention deletes and raises it in one transaction.
+    if query.after < pruned or query.after < selectors.stream_bounds(workspace=request.workspace)[0]:
+        # Continue from what is committed, not from a cursor a transaction still holds open.
+        resume = selectors.latest_committed_cursor(workspace=request.workspace)
+        return EventPageOut(events=[], next_cursor=resume, latest_cursor=latest, gap=True)
     events = [envelope(e, request.workspace.slug) for e in rows]
     return {
         "events": events,

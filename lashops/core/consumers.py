@@ -198,7 +198,18 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
         batch = settings.LASHOPS_WS_REPLAY_BATCH
         total = 0
         while True:
-            rows = await self._load(self.last_sent, batch)
+            rows, pruned = await self._load(self.last_sent, batch)
+            if pruned > self.last_sent:
+                # Retention deleted part of the range while we were reading it: say so.
+                requested = self.last_sent
+                self.last_sent = max(await self._committed_cursor(), requested)
+                await self.transmit(
+                    {
+                        "type": "stream.gap",
+                        "data": {"requested_cursor": requested, "latest_cursor": self.last_sent, "reason": "trimmed"},
+                    }
+                )
+                continue
             for event in rows:
                 await self.transmit(event)
                 self.last_sent = event["cursor"]
@@ -207,9 +218,13 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
                 return total
 
     @database_sync_to_async
-    def _load(self, after: int, limit: int) -> list[dict[str, Any]]:
+    def _load(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Rows after ``after``, and the prune mark read *after* them: a prune deletes and raises
+        the mark in one transaction, so a delete that hid rows from this read shows in the mark."""
         rows = events_after(workspace=self.workspace, after=after, limit=limit, **self.stream_filter())
-        return [envelope(e, self.workspace.slug) for e in rows]
+        events = [envelope(e, self.workspace.slug) for e in rows]
+        pruned, _ = stream_bounds(workspace=self.workspace)
+        return events, pruned
 
     @database_sync_to_async
     def _committed_cursor(self) -> int:
