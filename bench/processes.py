@@ -1,33 +1,41 @@
 """Process throughput against raw Celery, measured in the same run.
 
-Needs PostgreSQL and Redis (use a scratch database: it migrates it and leaves its rows). It
-starts two Celery workers, then runs:
+Needs PostgreSQL and Redis. ``DATABASE_URL`` only names the server: the benchmark creates its
+own scratch database (``lashops_bench_processes``), migrates it and drops it at the end; it
+refuses ``test``/``test_*``. ``CELERY_BROKER_URL`` names a Redis database the benchmark owns
+(default db 12): it is flushed before and after. It starts two Celery workers, then runs:
 
-1. 2,000 raw Celery no-op tasks (the baseline);
-2. 2,000 one-step processes (start -> claim -> step -> complete);
-3. 1,000 processes that sleep for a minute, then 200 one-step processes: the sleepers
+0. a profile: ``--profile-n`` one-step processes started and driven in this process, counting
+   statements and commits per process (``execute_wrapper`` + a wrapped ``connection.commit``);
+1. ``--n`` raw Celery no-op tasks (the baseline);
+2. ``--n`` one-step processes (start -> claim -> step -> complete) through the workers;
+3. ``--sleepers`` processes that sleep for a minute, then 200 one-step processes: the sleepers
    hold no worker slot and no lease, so the one-step ones finish as fast as before.
 
 Usage::
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench CELERY_BROKER_URL=redis://127.0.0.1:6379/12 \\
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres CELERY_BROKER_URL=redis://127.0.0.1:6379/12 \\
         .venv/bin/python bench/processes.py [--n 2000] [--sleepers 1000] [--concurrency 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lashops.settings")
-os.environ.setdefault("DEBUG", "1")
 os.environ.setdefault("LASHOPS_SCHEDULER", "0")
+os.environ.setdefault("DEBUG", "0")  # DEBUG keeps every query in memory
+os.environ.setdefault("SECRET_KEY", "bench-processes-not-secret-" + "x" * 40)
 
 from celery import shared_task  # noqa: E402
 
@@ -39,40 +47,158 @@ def noop() -> None:
     return None
 
 
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+class Counter:
+    """Statements and commits of the Django connection, with the project function that made them."""
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+        self.statements = 0
+        self.commits = 0
+        self.sources: collections.Counter[str] = collections.Counter()
+        self._commit = connection.commit
+
+    @staticmethod
+    def _caller() -> str:
+        for frame in reversed(traceback.extract_stack(limit=40)):
+            if "/site-packages/" in frame.filename or frame.filename.endswith("bench/processes.py"):
+                continue
+            if "/processes_app/" in frame.filename or "/lashops/" in frame.filename:
+                return f"{Path(frame.filename).parent.name}/{Path(frame.filename).stem}.{frame.name}"
+        return "?"
+
+    def __call__(self, execute, sql, params, many, context):
+        self.statements += 1
+        if not self.connection.in_atomic_block:
+            self.commits += 1  # autocommit: the statement is its own transaction
+            self.sources[f"autocommit {self._caller()}"] += 1
+        return execute(sql, params, many, context)
+
+    def counting_commit(self) -> None:
+        self.commits += 1
+        self.sources[f"atomic     {self._caller()}"] += 1
+        self._commit()
+
+
+def profile(workspace, n: int) -> list[str]:
+    """Start and drive ``n`` one-step processes in this process; per-process costs."""
+    from django.db import connection, transaction
+
+    from processes_app.engine import drive
+    from processes_app.services import process_start
+
+    counter = Counter(connection)
+    connection.commit = counter.counting_commit
+    try:
+        with connection.execute_wrapper(counter):
+            t0 = time.perf_counter()
+            with transaction.atomic():
+                for i in range(n):
+                    process_start(
+                        workspace=workspace,
+                        process_id=f"prof-{i}",
+                        definition="demo.greet",
+                        input={"name": str(i)},
+                        disposition="rerunnable",
+                    )
+            started = (counter.statements, counter.commits)
+            while drive():
+                pass
+            elapsed = time.perf_counter() - t0
+    finally:
+        del connection.commit
+    run_statements = counter.statements - started[0]
+    run_commits = counter.commits - started[1]
+    lines = [
+        f"profile ({n} one-step processes driven in this thread; wake-ups to the broker are discarded):",
+        f"  start (one transaction for all): {started[0] / n:.1f} statements/process",
+        f"  claim + run + finish:            {run_statements / n:.1f} statements, {run_commits / n:.2f} commits/process",
+        f"  wall {elapsed:.2f}s -> {n / elapsed:.0f}/s in one thread",
+        "  commits by source (per process):",
+    ]
+    for source, count in sorted(counter.sources.items(), key=lambda item: (-item[1], item[0])):
+        lines.append(f"    {count / n:5.2f}  {source}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--sleepers", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--profile-n", type=int, default=200)
+    parser.add_argument("--cprofile", action="store_true", help="cProfile the profile phase, then stop")
+    parser.add_argument("--database", default="lashops_bench_processes", help="scratch database (created, dropped)")
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("CELERY_BROKER_URL"):
-        sys.exit("set DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (Redis)")
+    server_url = os.environ.get("DATABASE_URL", "")
+    broker = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/12")
+    if not server_url.startswith(("postgres://", "postgresql://")):
+        sys.exit("set DATABASE_URL=postgres://... (the server to create a scratch database on)")
+    if args.database in {"test", "postgres", "template0", "template1"} or args.database.startswith("test_"):
+        sys.exit(f"refusing to use {args.database!r} as the scratch database")
+    import psycopg
+    import redis
 
+    admin = psycopg.connect(
+        with_database(server_url, "postgres").replace("postgres://", "postgresql://", 1), autocommit=True
+    )
+    admin.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+    admin.execute(f'CREATE DATABASE "{args.database}"')
+    os.environ["DATABASE_URL"] = with_database(server_url, args.database)
+    os.environ["CELERY_BROKER_URL"] = broker
+    os.environ["REDIS_URL"] = broker  # workers send live events through channels-redis, as in production
+    redis.Redis.from_url(broker).flushdb()
+    try:
+        run(args, broker)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        admin.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+        admin.close()
+        redis.Redis.from_url(broker).flushdb()
+        print(f"scratch database {args.database!r} dropped, broker {broker} flushed")
+
+
+def run(args: argparse.Namespace, broker: str) -> None:
     import django
+    import redis
 
     django.setup()
-    import redis
+    from django.core.management import call_command
     from django.db import connection, transaction
+    from django.db.models import Exists, OuterRef
 
     from lashops import celery_app
+    from lashops.core.models import Lease
     from lashops.core.services import workspace_get_or_create
     from processes_app.models import Process
     from processes_app.services import process_start
     from tests.workers import WorkerProcess
 
-    broker = os.environ["CELERY_BROKER_URL"]
-    redis.Redis.from_url(broker).flushdb()
-    from django.core.management import call_command
-
     call_command("migrate", verbosity=0)
-    Process.objects.filter(definition_name__in=["demo.greet", "demo.approval"]).delete()
     workspace = workspace_get_or_create(slug="bench")
-    logs = Path("/tmp")
+    if args.cprofile:
+        import cProfile
+        import pstats
+
+        with cProfile.Profile() as prof:
+            print("\n".join(profile(workspace, args.profile_n)))
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
+        return
+    profile_lines = profile(workspace, args.profile_n) if args.profile_n else []
+    connection.close()
+    redis.Redis.from_url(broker).flushdb()  # the profile's wake-ups: no worker is running yet
+
     workers = [
         WorkerProcess(
             broker,
             concurrency=args.concurrency,
-            log_path=logs / f"bench-worker-{i}.log",
+            log_path=Path("/tmp") / f"bench-worker-{i}.log",
             extra_env={"LASHOPS_PROCESS_DEFINITIONS": "bench.processes", "LASHOPS_SCHEDULER": "0"},
         )
         for i in range(2)
@@ -116,46 +242,43 @@ def main() -> None:
             latencies = [(f - c).total_seconds() for c, f in qs.values_list("created_at", "finished_at")]
             return elapsed, latencies
 
-        run_id = int(time.time())
-        proc_seconds, latencies = run_batch(f"b{run_id}", args.n)
+        proc_seconds, latencies = run_batch("b", args.n)
         proc_rate = args.n / proc_seconds
         latencies.sort()
         p50 = statistics.median(latencies)
         p99 = latencies[int(len(latencies) * 0.99) - 1]
-
-        # 3. sleepers hold no slot
-        with transaction.atomic():
-            for i in range(args.sleepers):
-                process_start(
-                    workspace=workspace,
-                    process_id=f"z{run_id}-{i}",
-                    definition="demo.approval",
-                    input={"sleep": 60},
-                    disposition="rerunnable",
-                )
-        parked = Process.objects.filter(pk__startswith=f"z{run_id}-", wait_kind="timer")
-        deadline = time.monotonic() + 120
-        while parked.count() < args.sleepers and time.monotonic() < deadline:
-            time.sleep(0.1)
-        from django.db.models import Exists, OuterRef
-
-        from lashops.core.models import Lease
-
-        held = (
-            Process.objects.filter(pk__startswith=f"z{run_id}-")
-            .filter(Exists(Lease.objects.filter(scope="process", key=OuterRef("pk")).exclude(holder="")))
-            .count()
-        )
-        after_seconds, after_latencies = run_batch(f"a{run_id}", 200)
         print(f"raw celery no-op tasks:   {args.n} in {raw_seconds:.2f}s = {raw_rate:.0f}/s")
         print(f"one-step processes:       {args.n} in {proc_seconds:.2f}s = {proc_rate:.0f}/s")
         print(f"ratio (processes / raw):  {proc_rate / raw_rate:.2f}  (target >= 1.0, floor 0.5)")
-        print(f"start-to-completion p50:  {p50 * 1000:.0f} ms   p99: {p99 * 1000:.0f} ms")
-        print(
-            f"sleepers: {parked.count()}/{args.sleepers} parked on timers, {held} holding a lease; "
-            f"200 one-step processes alongside them: {200 / after_seconds:.0f}/s, "
-            f"p50 {statistics.median(after_latencies) * 1000:.0f} ms"
-        )
+        print(f"start-to-completion p50:  {p50 * 1000:.0f} ms   p99: {p99 * 1000:.0f} ms", flush=True)
+
+        # 3. sleepers hold no slot
+        if args.sleepers:
+            with transaction.atomic():
+                for i in range(args.sleepers):
+                    process_start(
+                        workspace=workspace,
+                        process_id=f"z-{i}",
+                        definition="demo.approval",
+                        input={"sleep": 60},
+                        disposition="rerunnable",
+                    )
+            sleepers = Process.objects.filter(pk__startswith="z-")
+            parked = sleepers.filter(wait_kind="timer")
+            deadline = time.monotonic() + 120
+            while parked.count() < args.sleepers and time.monotonic() < deadline:
+                time.sleep(0.1)
+            leased = Exists(Lease.objects.filter(scope="process", key=OuterRef("pk")).exclude(holder=""))
+            held = sleepers.filter(leased).count()
+            parked_count = parked.count()
+            after_seconds, after_latencies = run_batch("a", 200)
+            held_after = sleepers.filter(leased).count()
+            print(
+                f"sleepers: {parked_count}/{args.sleepers} parked on timers, {held} holding a lease "
+                f"({held_after} after); 200 one-step processes alongside them: {200 / after_seconds:.0f}/s, "
+                f"p50 {statistics.median(after_latencies) * 1000:.0f} ms"
+            )
+        print("\n".join(profile_lines))
     finally:
         for worker in workers:
             worker.stop()

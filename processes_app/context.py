@@ -71,30 +71,39 @@ class JournalEntry:
     outcome: dict[str, Any]
 
 
-def load_journal(process_id: str) -> tuple[dict[int, JournalEntry], dict[str, dict[str, Any]]]:
-    """(ordinal -> entry, side records by replay key) for one process, in one query."""
-    entries: dict[int, JournalEntry] = {}
-    side: dict[str, dict[str, Any]] = {}
-    rows = Effect.objects.filter(scope=f"process:{process_id}").values_list("replay_key", "kind", "outcome")
-    for key, kind, outcome in rows:
+Journal = tuple[dict[int, JournalEntry], dict[str, dict[str, Any]]]
+
+
+def load_journals(process_ids: list[str]) -> dict[str, Journal]:
+    """(ordinal -> entry, side records by replay key) for each process, in one query."""
+    journals: dict[str, Journal] = {pid: ({}, {}) for pid in process_ids}
+    scopes = {f"process:{pid}": pid for pid in process_ids}
+    rows = Effect.objects.filter(scope__in=list(scopes)).values_list("scope", "replay_key", "kind", "outcome")
+    for scope, key, kind, outcome in rows:
+        entries, side = journals[scopes[scope]]
         if kind.startswith("process.") and "ordinal" in outcome:
             entries[int(outcome["ordinal"])] = JournalEntry(
                 kind=kind[8:], name=outcome.get("name", ""), outcome=outcome
             )
         else:
             side[key] = outcome
-    return entries, side
+    return journals
+
+
+def load_journal(process_id: str) -> Journal:
+    return load_journals([process_id])[process_id]
 
 
 class ProcessContext:
     """The API a process definition programs against."""
 
-    def __init__(self, run: ProcessRun) -> None:
+    def __init__(self, run: ProcessRun, *, journal: Journal | None = None) -> None:
         self._run = run
         self.process_id: str = run.process.id
         self.workspace = run.process.workspace
         self.input = run.process.input
-        self._journal, self._side = load_journal(self.process_id)
+        # ``journal``: read for a whole claimed batch at once (only this lease holder writes it).
+        self._journal, self._side = journal if journal is not None else load_journal(self.process_id)
         self._ordinal = 0
         self._consumed: dict[str, int] = {}
 
@@ -126,20 +135,21 @@ class ProcessContext:
     def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` once; its JSON result is journaled and returned on replay.
         A step that raises is not recorded (the process fails); a crash between running and
-        recording re-runs that one step."""
+        recording re-runs that one step (its record rides on the process's next write)."""
         ordinal, recorded = self._next("step", name)
         if recorded is not None:
             return recorded["value"]
+        self._run.flush()  # the previous step is recorded before this one runs
         self._run.boundary()
         value = fn(*args, **kwargs)
-        outcome = self._record(
-            "step",
-            name,
-            ordinal,
-            {"value": value},
+        # Recorded with the run's next write (see ProcessRun): often its completion.
+        self._run.defer(
+            key=self._key("step", name, ordinal),
+            kind="process.step",
+            outcome={"name": name, "ordinal": ordinal, "value": value},
             log=[("process.step_completed", {"step": name, "ordinal": ordinal})],
         )
-        return outcome["value"]
+        return value
 
     def sleep(self, seconds: float) -> None:
         """A durable timer: the process parks (freeing its worker slot) until it is due."""
@@ -260,6 +270,7 @@ class ProcessContext:
         ordinal, recorded = self._next("agent_turn", session_id)
         if recorded is not None:
             return recorded["turn"]
+        self._run.flush()
         self._run.boundary()
         from processes_app.sessions_bridge import run_turn
 

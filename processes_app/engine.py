@@ -26,14 +26,25 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
-from lashops.core.errors import LeaseHeld, LeaseLost
-from lashops.core.services import effect_record, lease_acquire, lease_check, lease_release, lease_renew
+from lashops.core.errors import LeaseLost
+from lashops.core.events import EventDraft, publish_many
+from lashops.core.models import Workspace
+from lashops.core.services import effect_record, lease_acquire_many, lease_check, lease_release, lease_renew
 from processes_app import events as process_events
-from processes_app.context import CancelRequested, LeaseGone, Park, ProcessContext, ReplayMismatch
+from processes_app.context import (
+    CancelRequested,
+    Journal,
+    LeaseGone,
+    Park,
+    ProcessContext,
+    ReplayMismatch,
+    load_journals,
+)
 from processes_app.definitions import ProcessDefinition, get_definition
-from processes_app.models import Process, ProcessEvent, ProcessStatus, WaitKind
+from processes_app.models import Disposition, Process, ProcessEvent, ProcessStatus, WaitKind
 from processes_app.selectors import LEASE_SCOPE, runnable_processes
 
 log = logging.getLogger(__name__)
@@ -78,6 +89,11 @@ class Claim:
     token: int
     renewed_at: float = 0.0
     lost: bool = False
+    # Set when the claim transaction also began the run (see ``claim_runnable``): the row as
+    # it was written then, and its journal as read then.
+    begun: bool = False
+    process: Process | None = None
+    journal: Journal | None = None
 
 
 class LeaseKeeper:
@@ -132,30 +148,85 @@ _keeper = LeaseKeeper()
 
 
 def claim_runnable(*, limit: int, prefer: list[str] | None = None, holder: str | None = None) -> list[Claim]:
-    """Claim up to ``limit`` runnable processes (``prefer`` first). Each gets its own lease."""
+    """Claim up to ``limit`` runnable processes (``prefer`` first) in one transaction: pick rows
+    (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), take their leases in one batch, and begin the
+    runs of the rerunnable ones (``process.started``/``resumed``, one stream publish for the
+    batch). Owner-bound rows begin only when they actually run: claiming one that then never
+    runs must not make it look started (a started owner-bound row is abandoned, not re-run)."""
     if limit <= 0:
         return []
     now = timezone.now()
     ttl = float(settings.LASHOPS_PROCESS_LEASE_SECONDS)
-    claims: list[Claim] = []
+    who = holder or holder_id()
     with transaction.atomic():
-        candidates: list[str] = []
-        base = runnable_processes(now=now)
+        base = runnable_processes(now=now).select_related("workspace")
         if connection.vendor == "postgresql":
             base = base.select_for_update(skip_locked=True, of=("self",))
+        order: list[Any] = ["pk"]
         if prefer:
-            candidates += list(base.filter(pk__in=prefer[:limit]).order_by("pk").values_list("pk", flat=True))
-        if len(candidates) < limit:
-            rest = base.exclude(pk__in=candidates) if candidates else base
-            candidates += list(rest.order_by("pk").values_list("pk", flat=True)[: limit - len(candidates)])
-        for process_id in candidates:
-            who = holder or holder_id()
-            try:
-                grant = lease_acquire(scope=LEASE_SCOPE, key=process_id, holder=who, ttl=ttl)
-            except LeaseHeld:
-                continue
-            claims.append(Claim(process_id=process_id, holder=who, token=grant.token))
+            order.insert(0, Case(When(pk__in=prefer[:limit], then=Value(0)), default=Value(1)))
+        rows = list(base.order_by(*order)[:limit])
+        grants = lease_acquire_many(scope=LEASE_SCOPE, keys=[p.pk for p in rows], holder=who, ttl=ttl)
+        claims = [
+            Claim(process_id=p.pk, holder=who, token=grants[p.pk].token, process=p) for p in rows if p.pk in grants
+        ]
+        begun = [c for c in claims if _begins_at_claim(c.process)]
+        _begin_batch(begun, now)
+        journals = load_journals([c.process_id for c in begun]) if begun else {}
+    for claim in claims:
+        claim.journal = journals.get(claim.process_id)
+        if not claim.begun:
+            claim.process = None  # the run begins (and re-reads the row) itself
     return claims
+
+
+def _begins_at_claim(process: Process | None) -> bool:
+    return (
+        process is not None
+        and process.disposition == Disposition.RERUNNABLE
+        and process.cancel_requested_at is None
+        and get_definition(process.definition_name) is not None
+    )
+
+
+def _begin_batch(claims: list[Claim], now: Any) -> None:
+    """The writes of ``ProcessRun.begin`` for many claimed rows, in the claim transaction."""
+    if not claims:
+        return
+    rows: list[ProcessEvent] = []
+    drafts: dict[int, tuple[Workspace, list[EventDraft]]] = {}
+    for claim in claims:
+        proc = claim.process
+        assert proc is not None
+        claim.begun = True
+        if proc.first_started_at is None:
+            proc.first_started_at, proc.first_started_by = now, claim.holder
+            entry = ("process.started", {"holder": claim.holder})
+        else:
+            entry = ("process.resumed", {"holder": claim.holder, "run": proc.run_count + 1})
+        proc.wait_kind, proc.wait_until, proc.wait_signal, proc.wait_child = WaitKind.NONE, None, "", ""
+        proc.run_count += 1
+        proc.updated_at = now
+        new_rows, new_drafts = process_events.prepare(proc, [entry])
+        rows += new_rows
+        drafts.setdefault(proc.workspace_id, (proc.workspace, []))[1].extend(new_drafts)
+    Process.objects.bulk_update(
+        [c.process for c in claims],
+        [
+            "wait_kind",
+            "wait_until",
+            "wait_signal",
+            "wait_child",
+            "run_count",
+            "first_started_at",
+            "first_started_by",
+            "event_seq",
+            "updated_at",
+        ],
+    )
+    ProcessEvent.objects.bulk_create(rows)
+    for workspace, workspace_drafts in drafts.values():
+        publish_many(workspace=workspace, drafts=workspace_drafts)
 
 
 def claim_one(*, process_id: str) -> Claim | None:
@@ -186,6 +257,8 @@ def drive(*, process_ids: list[str] | None = None) -> int:
         if not claims:
             return ran
         for claim in claims:
+            _keeper.add(claim)  # renewed while it waits for its turn in this batch
+        for claim in claims:
             try:
                 run_claim(claim)
             except Exception:
@@ -199,12 +272,20 @@ def drive(*, process_ids: list[str] | None = None) -> int:
 
 
 class ProcessRun:
-    """The writes one claimed run makes, each fenced by its lease token."""
+    """The writes one claimed run makes, each fenced by its lease token.
+
+    A completed step's record is held back (``pending``) and written by the next fenced
+    transaction of this run: the next operation's record, the park, or the terminal write.
+    Before another step's function runs it is written on its own, so at most one finished
+    step is ever unrecorded (a crash re-runs that one step, as before), while a one-step
+    process commits its step and its completion together.
+    """
 
     def __init__(self, process: Process, claim: Claim, definition: ProcessDefinition) -> None:
         self.process = process
         self.claim = claim
         self.definition = definition
+        self.pending: tuple[str, str, dict[str, Any], list[process_events.Entry]] | None = None
 
     def _locked(self) -> Process:
         if self.claim.lost:
@@ -244,6 +325,30 @@ class ProcessRun:
         if requested is not None:
             raise CancelRequested()
 
+    def defer(self, *, key: str, kind: str, outcome: dict[str, Any], log: list[process_events.Entry]) -> None:
+        """Hold a completed step's record for the next fenced write (see the class docstring)."""
+        json.dumps(outcome)  # fail now, inside the definition, as an immediate record would
+        assert self.pending is None, "flush() before running the next step"
+        self.pending = (key, kind, outcome, log)
+
+    def flush(self) -> None:
+        """Write the held-back step record now (before another step's function runs)."""
+        if self.pending is not None:
+            with transaction.atomic():
+                proc = self._locked()
+                process_events.append(proc, self._take_pending(proc))
+
+    def _take_pending(self, proc: Process) -> list[process_events.Entry]:
+        """Record the held-back effect in the caller's fenced transaction; return its log entries."""
+        if self.pending is None:
+            return []
+        key, kind, outcome, log = self.pending
+        effect_record(
+            workspace=proc.workspace_id, scope=f"process:{proc.id}", replay_key=key, kind=kind, outcome=outcome
+        )
+        self.pending = None
+        return log
+
     def record(
         self,
         *,
@@ -255,18 +360,23 @@ class ProcessRun:
     ) -> dict[str, Any]:
         with transaction.atomic():
             proc = self._locked()
+            entries = self._take_pending(proc)
             recorded = effect_record(
                 workspace=proc.workspace_id, scope=f"process:{proc.id}", replay_key=key, kind=kind, outcome=outcome
             )
             if then is not None:
                 then()
-            if log:
-                process_events.append(proc, log)
+            entries += log
+            if entries:
+                process_events.append(proc, entries)
         return recorded
 
     def record_side(self, *, key: str, kind: str, outcome: dict[str, Any]) -> dict[str, Any]:
         with transaction.atomic():
             proc = self._locked()
+            entries = self._take_pending(proc)
+            if entries:
+                process_events.append(proc, entries)
             return effect_record(
                 workspace=proc.workspace_id, scope=f"process:{proc.id}", replay_key=key, kind=kind, outcome=outcome
             )
@@ -305,17 +415,19 @@ class ProcessRun:
                 proc = self._locked()
             except LeaseGone:
                 return "lease_lost"
+            entries = self._take_pending(proc)
             if proc.cancel_requested_at is not None:
-                terminate(proc, ProcessStatus.CANCELLED, error={"code": "cancelled"})
                 lease_release(scope=LEASE_SCOPE, key=proc.id, token=self.claim.token)
+                terminate(proc, ProcessStatus.CANCELLED, error={"code": "cancelled"}, log=entries)
                 return "cancelled"
             if park.ready():
+                if entries:
+                    process_events.append(proc, entries)
                 return "again"
             proc.wait_kind = park.wait_kind
             proc.wait_until = park.until
             proc.wait_signal = park.signal
             proc.wait_child = park.child
-            proc.save(update_fields=["wait_kind", "wait_until", "wait_signal", "wait_child", "updated_at"])
             data: dict[str, Any] = {"wait": park.wait_kind}
             if park.until:
                 data["until"] = park.until.isoformat()
@@ -323,25 +435,43 @@ class ProcessRun:
                 data["signal"] = park.signal
             if park.child:
                 data["child"] = park.child
-            process_events.append(proc, [("process.waiting", data)])
+            rows, drafts = process_events.prepare(proc, [*entries, ("process.waiting", data)])
+            proc.save(update_fields=["wait_kind", "wait_until", "wait_signal", "wait_child", "event_seq", "updated_at"])
             lease_release(scope=LEASE_SCOPE, key=proc.id, token=self.claim.token)
+            process_events.write(proc, rows, drafts)
             if park.until is not None:
                 delay = max(0.0, (park.until - timezone.now()).total_seconds())
                 dispatch_drive_later([proc.id], delay)
         return "parked"
 
+    def finish(self, status: str, *, output: Any = None, error: dict | None = None) -> str:
+        """Complete the run with the held-back step record, only if the token is still current."""
+        return _finish(self.claim, status, output=output, error=error, run=self)
+
 
 def terminate(
-    proc: Process, status: str, *, output: Any = None, error: dict | None = None, evidence: dict | None = None
+    proc: Process,
+    status: str,
+    *,
+    output: Any = None,
+    error: dict | None = None,
+    evidence: dict | None = None,
+    log: list[process_events.Entry] | None = None,
 ) -> None:
-    """Write the terminal state of a locked process, its terminal event, and wake a parent
-    that waits on it. The caller owns the transaction and the lease."""
+    """Write the terminal state of a locked process, its terminal event (after ``log``), and
+    wake a parent that waits on it. The caller owns the transaction and the lease."""
     now = timezone.now()
     proc.status = status
     proc.output = output
     proc.error = error
     proc.finished_at = now
     proc.wait_kind, proc.wait_until, proc.wait_signal, proc.wait_child = WaitKind.NONE, None, "", ""
+    data: dict[str, Any] = {}
+    if error:
+        data["error"] = error
+    if evidence:
+        data["evidence"] = evidence
+    rows, drafts = process_events.prepare(proc, [*(log or []), (f"process.{status}", data)])
     proc.save(
         update_fields=[
             "status",
@@ -352,25 +482,25 @@ def terminate(
             "wait_until",
             "wait_signal",
             "wait_child",
+            "event_seq",
             "updated_at",
         ]
     )
-    data: dict[str, Any] = {}
-    if error:
-        data["error"] = error
-    if evidence:
-        data["evidence"] = evidence
-    process_events.append(proc, [(f"process.{status}", data)])
     if proc.parent_id:
         woke = Process.objects.filter(
             pk=proc.parent_id, status=ProcessStatus.RUNNING, wait_kind=WaitKind.CHILD, wait_child=proc.id
         ).update(wait_kind=WaitKind.NONE, wait_child="", runnable_since=now)
         if woke:
             dispatch_drive([proc.parent_id])
+    process_events.write(proc, rows, drafts)  # last: the stream-head lock is held until commit
 
 
 def finish(claim: Claim, status: str, *, output: Any = None, error: dict | None = None) -> str:
     """Complete a run, only if its token is still current."""
+    return _finish(claim, status, output=output, error=error, run=None)
+
+
+def _finish(claim: Claim, status: str, *, output: Any, error: dict | None, run: ProcessRun | None) -> str:
     with transaction.atomic():
         proc = lock_process(claim.process_id)
         if proc.is_terminal:
@@ -379,9 +509,11 @@ def finish(claim: Claim, status: str, *, output: Any = None, error: dict | None 
         try:
             lease_check(scope=LEASE_SCOPE, key=proc.id, token=claim.token, lock=True)
         except LeaseLost:
+            claim.lost = True
             return "lease_lost"
-        terminate(proc, status, output=output, error=error)
+        log = run._take_pending(proc) if run is not None else []
         lease_release(scope=LEASE_SCOPE, key=proc.id, token=claim.token)
+        terminate(proc, status, output=output, error=error, log=log)
     return status
 
 
@@ -415,46 +547,54 @@ def run_claim(claim: Claim) -> str:
 
 
 def _run_once(claim: Claim) -> str:
-    process = Process.objects.select_related("workspace").filter(pk=claim.process_id).first()
-    if process is None:
-        return "missing"
-    if process.is_terminal:
-        lease_release(scope=LEASE_SCOPE, key=process.id, token=claim.token)
-        return "terminal"
-    if process.cancel_requested_at is not None:
-        return finish(claim, ProcessStatus.CANCELLED, error={"code": "cancelled"})
-    if process.abandon_requested_at is not None or not _due(process):
-        lease_release(scope=LEASE_SCOPE, key=process.id, token=claim.token)
-        return "not_due"
-    definition = get_definition(process.definition_name)
-    if definition is None:
-        return finish(
-            claim,
-            ProcessStatus.FAILED,
-            error={"code": "unknown_definition", "message": f"no definition {process.definition_name!r}"},
-        )
+    begun, claim.process = claim.process, None  # begun by the claim: only for the first pass
+    journal, claim.journal = claim.journal, None
+    if begun is not None:
+        process = begun
+        definition = get_definition(process.definition_name)
+    else:
+        process = Process.objects.select_related("workspace").filter(pk=claim.process_id).first()
+        if process is None:
+            return "missing"
+        if process.is_terminal:
+            lease_release(scope=LEASE_SCOPE, key=process.id, token=claim.token)
+            return "terminal"
+        if process.cancel_requested_at is not None:
+            return finish(claim, ProcessStatus.CANCELLED, error={"code": "cancelled"})
+        if process.abandon_requested_at is not None or not _due(process):
+            lease_release(scope=LEASE_SCOPE, key=process.id, token=claim.token)
+            return "not_due"
+        definition = get_definition(process.definition_name)
+        if definition is None:
+            return finish(
+                claim,
+                ProcessStatus.FAILED,
+                error={"code": "unknown_definition", "message": f"no definition {process.definition_name!r}"},
+            )
+    assert definition is not None
     run = ProcessRun(process, claim, definition)
     try:
-        run.begin()
-        ctx = ProcessContext(run)
+        if begun is None:
+            run.begin()
+        ctx = ProcessContext(run, journal=journal if begun is not None else None)
         value = definition.fn(ctx, process.input)
     except Park as park:
         return run.park(park)
     except CancelRequested:
-        return finish(claim, ProcessStatus.CANCELLED, error={"code": "cancelled"})
+        return run.finish(ProcessStatus.CANCELLED, error={"code": "cancelled"})
     except (LeaseGone, LeaseLost):
         return "lease_lost"
     except ReplayMismatch as exc:
         error = _error("replay_mismatch", exc) | {"ordinal": exc.ordinal}
-        return finish(claim, ProcessStatus.FAILED, error=error)
+        return run.finish(ProcessStatus.FAILED, error=error)
     except Exception as exc:
         log.info("process %s failed: %s", claim.process_id, exc)
-        return finish(claim, ProcessStatus.FAILED, error=_error("exception", exc))
+        return run.finish(ProcessStatus.FAILED, error=_error("exception", exc))
     try:
         json.dumps(value)
     except (TypeError, ValueError) as exc:
-        return finish(claim, ProcessStatus.FAILED, error=_error("output_not_json", exc))
-    return finish(claim, ProcessStatus.COMPLETED, output=value)
+        return run.finish(ProcessStatus.FAILED, error=_error("output_not_json", exc))
+    return run.finish(ProcessStatus.COMPLETED, output=value)
 
 
 # --- dispatch --------------------------------------------------------------------------

@@ -36,7 +36,11 @@ def celery_runner(settings, broker_url):
 
 def _worker(app, broker_url, tmp_path: Path, name: str) -> WorkerProcess:
     worker = WorkerProcess(broker_url, concurrency=1, log_path=tmp_path / f"{name}.log", extra_env=WORKER_ENV)
-    worker.wait_ready(app)
+    try:
+        worker.wait_ready(app)
+    except BaseException:
+        worker.stop()  # a worker that never answered must not outlive the test and steal its tasks
+        raise
     return worker
 
 
