@@ -41,6 +41,17 @@ def service_env(broker_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL when the test process dies, so an interrupted run never
+    leaves workers consuming from the next run's broker (Linux only; elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class WorkerProcess:
     def __init__(self, broker_url: str, *, concurrency: int = 2, log_path: Path, extra_env: dict | None = None):
         self.name = f"test-{uuid.uuid4().hex[:8]}@localhost"
@@ -72,6 +83,7 @@ class WorkerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
 
     @property
