@@ -28,6 +28,7 @@ from mobs_app.models import (
     MobDefinition,
     MobEvent,
 )
+from mobs_app.topology import canonical
 
 
 class DefinitionForm(forms.ModelForm):
@@ -233,9 +234,21 @@ class IdentityAdmin(admin.ModelAdmin):
 
 
 class EdgeForm(forms.ModelForm):
+    """Endpoints in either order: stored canonical (a < b), as the service would."""
+
     class Meta:
         model = Edge
         fields = ("mob", "a", "b")
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("a") and data.get("b"):
+            try:
+                data["a"], data["b"] = canonical(data["a"], data["b"])
+            except LashOpsError as exc:
+                raise forms.ValidationError(exc.message) from None
+            self.instance.a, self.instance.b = data["a"], data["b"]
+        return data
 
 
 @admin.register(Edge)

@@ -16,6 +16,7 @@ from mobs_app.schemas import (
     BootstrapIn,
     ConsolePageOut,
     DispatchIn,
+    DrainIn,
     EdgeOut,
     IdentityIn,
     IdentityOut,
@@ -88,6 +89,14 @@ def mob_bootstrap(request: HttpRequest, mob_id: str, payload: BootstrapIn):
 @router.get("/{mob_id}/bootstrap", response={200: dict, **ERRORS})
 def mob_bootstrap_status(request: HttpRequest, mob_id: str):
     return services.bootstrap_status(mob=_mob(request, mob_id))
+
+
+@router.post("/{mob_id}/drain", response={200: MobOut, **ERRORS})
+def mob_drain(request: HttpRequest, mob_id: str, payload: DrainIn):
+    """Drain: new sends, dispatches and peer messages are refused with 409 ``shutting_down``
+    (accepted ones still deliver). ``{"shutting_down": false}`` resumes."""
+    services.mob_drain(mob=_mob(request, mob_id), shutting_down=payload.shutting_down)
+    return _mob_out(_mob(request, mob_id))
 
 
 class IdentityQuery(Schema):

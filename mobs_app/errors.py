@@ -18,6 +18,7 @@ __all__ = [
     "MemberSessionsUnavailable",
     "NotAddressable",
     "NotFound",
+    "ReplayUnavailable",
     "ShuttingDown",
     "StaleCheckpointVersion",
     "StaleFencingToken",
@@ -53,6 +54,12 @@ class IdempotencyConflict(Conflict):
 
 class ShuttingDown(Conflict):
     code = "shutting_down"
+
+
+class ReplayUnavailable(Conflict):
+    """A console cursor that cannot be replayed (past the end): 409 with ``latest_cursor``."""
+
+    code = "replay_unavailable"
 
 
 class CapacityExceeded(Conflict):

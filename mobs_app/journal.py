@@ -13,7 +13,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from lashops.core.events import EventDraft, publish_many
-from mobs_app.errors import CursorAhead, InvalidInput
+from mobs_app.errors import CursorAhead, InvalidInput, ReplayUnavailable
 from mobs_app.models import ConsoleFrame, Mob, MobEvent, MobMetadata
 
 
@@ -240,9 +240,8 @@ def console_page(*, mob: Mob, after: str | None, limit: int) -> dict[str, Any]:
     seq = parse_console_cursor(after)
     latest = Mob.objects.filter(pk=mob.pk).values_list("console_seq", flat=True).get()
     if seq > latest:
-        raise InvalidInput(
+        raise ReplayUnavailable(
             f"console cursor console:{seq} is past the end (console:{latest})",
-            code="replay_unavailable",
             details={"latest_cursor": f"console:{latest}"},
         )
     pruned = console_pruned_through(mob=mob)

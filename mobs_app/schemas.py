@@ -37,6 +37,10 @@ class MobDetailOut(MobOut):
     bootstrap: dict[str, Any]
 
 
+class DrainIn(Schema):
+    shutting_down: bool = Field(True, description="true drains (new sends and dispatches refused); false resumes")
+
+
 class BootstrapIn(Schema):
     mode: Literal["eager", "lazy", "lazy_background_warm"]
     concurrency: int | None = None
