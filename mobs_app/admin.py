@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from lashops.core import services as core_services
+from lashops.core.admin_tools import ReadOnlyInline
 from lashops.core.errors import LashOpsError
 from lashops.core.models import Workspace
 from mobs_app import services
@@ -85,16 +86,9 @@ class MobDefinitionAdmin(admin.ModelAdmin):
         return False
 
 
-class RevisionInline(admin.TabularInline):
+class RevisionInline(ReadOnlyInline):
     model = MobDefinition
     fields = ("revision", "created_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(Mob)

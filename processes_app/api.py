@@ -5,9 +5,8 @@ from ninja import Query, Router, Schema, Status
 from ninja.pagination import LimitOffsetPagination, paginate
 
 from lashops.core.errors import InvalidInput, NotFound
-from lashops.core.events import envelope
 from lashops.core.schemas import ErrorOut
-from lashops.core.selectors import events_after, stream_bounds
+from lashops.core.selectors import event_page
 from processes_app import selectors, services, triggers
 from processes_app.models import Process
 from processes_app.schemas import (
@@ -94,18 +93,9 @@ class ChangesQuery(Schema):
 def process_changes(request: HttpRequest, query: Query[ChangesQuery]):
     """Every process transition after a workspace cursor, in commit order (cursors are allocated
     under a row lock, so a reader never sees a later change before an earlier one commits)."""
-    if query.since < 0 or not 1 <= query.limit <= 1000:
-        raise InvalidInput("since must be >= 0 and limit between 1 and 1000")
-    pruned, latest = stream_bounds(workspace=request.workspace)
-    if query.since < pruned:
-        return {"changes": [], "next_cursor": latest, "latest_cursor": latest, "gap": True}
-    rows = list(events_after(workspace=request.workspace, after=query.since, limit=query.limit, process_only=True))
-    return {
-        "changes": [envelope(e, request.workspace.slug) for e in rows],
-        "next_cursor": rows[-1].cursor if rows else query.since,
-        "latest_cursor": latest,
-        "gap": False,
-    }
+    page = event_page(workspace=request.workspace, after=query.since, limit=query.limit, process_only=True)
+    page["changes"] = page.pop("events")
+    return page
 
 
 @router.get("/{process_id}", response={200: ProcessOut, 404: ErrorOut})

@@ -5,6 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
+from lashops.core.admin_tools import ReadOnlyInline
 from lashops.core.errors import LashOpsError
 from sessions_app import selectors, services
 from sessions_app.models import (
@@ -18,22 +19,6 @@ from sessions_app.models import (
     Turn,
     UsageRecord,
 )
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> tuple:
-        # Shown, never a form field: a non-editable column (created_at) in ``fields`` is a FieldError.
-        return self.fields
 
 
 class TurnInline(ReadOnlyInline):

@@ -8,9 +8,8 @@ from ninja import File, Form, Query, Router, Schema, Status, UploadedFile
 from ninja.pagination import LimitOffsetPagination, paginate
 
 from lashops.core.errors import NotFound
-from lashops.core.events import envelope
 from lashops.core.schemas import ErrorOut, EventPageOut
-from lashops.core.selectors import events_after, stream_bounds
+from lashops.core.selectors import event_page
 from sessions_app import selectors, services
 from sessions_app.models import SessionAttachment
 from sessions_app.schemas import (
@@ -156,21 +155,8 @@ class AfterQuery(Schema):
 @router.get("/{session_id}/events", response={200: EventPageOut, **ERRORS})
 def session_events(request: HttpRequest, session_id: str, query: Query[AfterQuery]):
     """The session's durable events after a cursor."""
-    from lashops.core.errors import InvalidInput
-
     session = selectors.session_get(workspace=request.workspace, session_id=session_id)
-    if query.after < 0 or not 1 <= query.limit <= 1000:
-        raise InvalidInput("after must be >= 0 and limit between 1 and 1000")
-    pruned, latest = stream_bounds(workspace=request.workspace)
-    if query.after < pruned:
-        return {"events": [], "next_cursor": latest, "latest_cursor": latest, "gap": True}
-    rows = list(events_after(workspace=request.workspace, after=query.after, limit=query.limit, session_id=session.pk))
-    return {
-        "events": [envelope(e, request.workspace.slug) for e in rows],
-        "next_cursor": rows[-1].cursor if rows else query.after,
-        "latest_cursor": latest,
-        "gap": False,
-    }
+    return event_page(workspace=request.workspace, after=query.after, limit=query.limit, session_id=session.pk)
 
 
 @router.get("/{session_id}/usage", response={200: dict, 404: ErrorOut})

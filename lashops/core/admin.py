@@ -5,19 +5,13 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from lashops.core import services
+from lashops.core.admin_tools import ReadOnlyInline
 from lashops.core.models import ApiKey, Effect, Event, Lease, Workspace
 
 
-class ApiKeyInline(admin.TabularInline):
+class ApiKeyInline(ReadOnlyInline):
     model = ApiKey
     fields = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(Workspace)

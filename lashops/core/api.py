@@ -9,7 +9,7 @@ from ninja.pagination import LimitOffsetPagination, paginate
 
 from lashops.core import selectors, services
 from lashops.core.errors import NotFound
-from lashops.core.events import envelope, publish
+from lashops.core.events import publish
 from lashops.core.models import ApiKey
 from lashops.core.schemas import (
     ApiKeyCreatedOut,
@@ -82,28 +82,7 @@ class EventsQuery(Schema):
 @router.get("/events", response={200: EventPageOut, 422: ErrorOut})
 def event_list(request: HttpRequest, query: Query[EventsQuery]):
     """The workspace's durable events after a cursor (the fleet stream, over HTTP)."""
-    from lashops.core.errors import InvalidInput
-
-    if query.after < 0 or not 1 <= query.limit <= 1000:
-        raise InvalidInput("after must be >= 0 and limit between 1 and 1000")
-    pruned, latest = selectors.stream_bounds(workspace=request.workspace)
-    rows = (
-        []
-        if query.after < pruned
-        else list(selectors.events_after(workspace=request.workspace, after=query.after, limit=query.limit))
-    )
-    # The mark is read again after the rows: retention deletes and raises it in one transaction.
-    if query.after < pruned or query.after < selectors.stream_bounds(workspace=request.workspace)[0]:
-        # Continue from what is committed, not from a cursor a transaction still holds open.
-        resume = selectors.latest_committed_cursor(workspace=request.workspace)
-        return EventPageOut(events=[], next_cursor=resume, latest_cursor=latest, gap=True)
-    events = [envelope(e, request.workspace.slug) for e in rows]
-    return {
-        "events": events,
-        "next_cursor": rows[-1].cursor if rows else query.after,
-        "latest_cursor": latest,
-        "gap": False,
-    }
+    return selectors.event_page(workspace=request.workspace, after=query.after, limit=query.limit)
 
 
 class ProbeOut(Schema):

@@ -36,6 +36,31 @@ def stream_bounds(*, workspace: Workspace) -> tuple[int, int]:
     return head if head is not None else (0, 0)
 
 
+def event_page(*, workspace: Workspace, after: int, limit: int, **stream: Any) -> dict[str, Any]:
+    """One page of durable events after ``after`` (optionally one stream: ``session_id``,
+    ``process_only``, ``mob_id``): ``{"events", "next_cursor", "latest_cursor", "gap"}``.
+    A cursor in pruned history answers ``gap: true`` with the cursor to resume from, never an
+    empty page that looks like "nothing new"."""
+    from lashops.core.errors import InvalidInput
+    from lashops.core.events import envelope
+
+    if after < 0 or not 1 <= limit <= 1000:
+        raise InvalidInput("the cursor must be >= 0 and limit between 1 and 1000")
+    pruned, latest = stream_bounds(workspace=workspace)
+    rows = [] if after < pruned else list(events_after(workspace=workspace, after=after, limit=limit, **stream))
+    # The mark is read again after the rows: retention deletes and raises it in one transaction.
+    if after < pruned or after < stream_bounds(workspace=workspace)[0]:
+        # Continue from what is committed, not from a cursor a transaction still holds open.
+        resume = latest_committed_cursor(workspace=workspace)
+        return {"events": [], "next_cursor": resume, "latest_cursor": latest, "gap": True}
+    return {
+        "events": [envelope(e, workspace.slug) for e in rows],
+        "next_cursor": rows[-1].cursor if rows else after,
+        "latest_cursor": latest,
+        "gap": False,
+    }
+
+
 def latest_committed_cursor(*, workspace: Workspace) -> int:
     """The highest cursor a reader can see now. Unlike ``StreamHead.last_cursor`` it never counts
     a cursor allocated by a transaction that has not committed yet, so a client told to continue
