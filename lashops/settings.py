@@ -91,11 +91,25 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- channels -------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 LASHOPS_CHANNEL_CAPACITY = env_int("LASHOPS_CHANNEL_CAPACITY", 1000, minimum=10)
-if REDIS_URL:
+# With REDIS_URL: "redis" (channels-redis RedisChannelLayer: a group_send writes one copy per member
+# channel) or "redis_pubsub" (RedisPubSubChannelLayer: one PUBLISH per group, fanned out in each
+# server process; best for many sockets on one stream). Without REDIS_URL: in-memory.
+LASHOPS_CHANNEL_LAYER = env_str("LASHOPS_CHANNEL_LAYER", "redis")
+# redis-py 8 reads with a 5 s socket timeout by default, the same 5 s that channels-redis blocks in
+# BZPOPMIN: an idle socket's receive then raised TimeoutError and the socket closed with 1011.
+LASHOPS_CHANNEL_SOCKET_TIMEOUT = env_float("LASHOPS_CHANNEL_SOCKET_TIMEOUT", 15.0, minimum=6.0)
+_CHANNEL_HOST = {"address": REDIS_URL, "socket_timeout": LASHOPS_CHANNEL_SOCKET_TIMEOUT, "socket_connect_timeout": 5}
+if LASHOPS_CHANNEL_LAYER not in ("redis", "redis_pubsub"):
+    raise ImproperlyConfigured(f"LASHOPS_CHANNEL_LAYER must be redis or redis_pubsub, not {LASHOPS_CHANNEL_LAYER!r}")
+if REDIS_URL and LASHOPS_CHANNEL_LAYER == "redis_pubsub":
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [_CHANNEL_HOST]}}
+    }
+elif REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": LASHOPS_CHANNEL_CAPACITY, "expiry": 60},
+            "CONFIG": {"hosts": [_CHANNEL_HOST], "capacity": LASHOPS_CHANNEL_CAPACITY, "expiry": 60},
         }
     }
 else:
@@ -124,6 +138,8 @@ LASHOPS_PROCESS_DEFINITIONS = env_list("LASHOPS_PROCESS_DEFINITIONS", [])
 LASHOPS_PROCESS_LEASE_SECONDS = env_float("LASHOPS_PROCESS_LEASE_SECONDS", 30.0, minimum=0.5)
 LASHOPS_PROCESS_CONCURRENCY = env_int("LASHOPS_PROCESS_CONCURRENCY", 64, minimum=1)  # per worker process
 LASHOPS_PROCESS_CLAIM_BATCH = env_int("LASHOPS_PROCESS_CLAIM_BATCH", 16, minimum=1)
+# Completions of a claimed batch are committed together, at the latest this long after the first.
+LASHOPS_PROCESS_GROUP_COMMIT_SECONDS = env_float("LASHOPS_PROCESS_GROUP_COMMIT_SECONDS", 0.05, minimum=0.0)
 LASHOPS_PROCESS_DRIVE_SECONDS = env_float("LASHOPS_PROCESS_DRIVE_SECONDS", 10.0, minimum=0.0)
 LASHOPS_PROCESS_SWEEP_SECONDS = env_float("LASHOPS_PROCESS_SWEEP_SECONDS", 2.0, minimum=0.1)
 LASHOPS_PROCESS_REDISPATCH_SECONDS = env_float("LASHOPS_PROCESS_REDISPATCH_SECONDS", 10.0, minimum=0.0)

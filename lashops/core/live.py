@@ -53,6 +53,8 @@ async def _drain(queue: asyncio.Queue) -> None:
             await layer.group_send(group, message)
         except Exception as exc:  # the durable lane holds the event; a lost live send is recoverable
             log.warning("live send to %s failed: %s", group, exc)
+        finally:
+            queue.task_done()
 
 
 def _enqueue(loop: asyncio.AbstractEventLoop, item: tuple[str, dict[str, Any]]) -> None:
@@ -90,7 +92,6 @@ def flush(timeout: float = 5.0) -> None:
         return
 
     async def _wait() -> None:
-        while not queue.empty():
-            await asyncio.sleep(0.005)
+        await queue.join()  # queued *and* in flight: an empty queue may still have a send under way
 
     asyncio.run_coroutine_threadsafe(_wait(), loop).result(timeout)
