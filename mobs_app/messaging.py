@@ -148,6 +148,37 @@ def frame_deliver(*, frame_pk: int) -> ConsoleFrame | None:
     return console_update(frame=frame, status=ConsoleFrame.Status.DELIVERED, session_id=session_id)
 
 
+def member_reply_record(
+    *, session_id: str, turn_id: str, text: str, source_keys: list[str] | tuple[str, ...] = ()
+) -> ConsoleFrame | None:
+    """Put a member's committed turn on its mob's console as a ``reply`` frame (status completed),
+    and mark the delivered frames it answered (inputs with ``source_key`` ``mob:<pk>:console:<seq>``)
+    completed. Idempotent by turn; does nothing for a session that belongs to no mob member or a
+    turn with no text."""
+    continuity = Continuity.objects.select_related("identity__mob__workspace").filter(session_id=session_id).first()
+    if continuity is None or not text:
+        return None
+    identity = continuity.identity
+    mob = identity.mob
+    frame, _ = console_append(
+        mob=mob,
+        kind="reply",
+        identity=identity.key,
+        session_id=session_id,
+        payload={"text": text, "turn_id": turn_id},
+        dedupe_key=f"reply:{session_id}:{turn_id}",
+        status=ConsoleFrame.Status.COMPLETED,
+        source_kind="member",
+    )
+    prefix = f"mob:{mob.pk}:console:"
+    seqs = [
+        int(k.removeprefix(prefix)) for k in source_keys if k.startswith(prefix) and k.removeprefix(prefix).isdigit()
+    ]
+    for answered in ConsoleFrame.objects.filter(mob=mob, seq__in=seqs, status=ConsoleFrame.Status.DELIVERED):
+        console_update(frame=answered, status=ConsoleFrame.Status.COMPLETED, expect_status="delivered")
+    return frame
+
+
 # --- peers ----------------------------------------------------------------------------------
 
 

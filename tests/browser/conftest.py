@@ -43,6 +43,17 @@ def browser(server, staff_user, api_key):
         instance.close()
 
 
+def watch_js_errors(pg) -> list[str]:
+    """Collect the page's JavaScript errors: uncaught exceptions and console.error messages."""
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(f"pageerror on {pg.url}: {exc}"))
+    pg.on(
+        "console",
+        lambda msg: errors.append(f"console.{msg.type} on {pg.url}: {msg.text}") if msg.type == "error" else None,
+    )
+    return errors
+
+
 @pytest.fixture
 def page(browser, server):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -53,8 +64,10 @@ def page(browser, server):
     pg.fill("#id_password", "ops-pass-123")
     pg.click("input[type=submit]")
     pg.wait_for_url(f"{server.url}/ops/")
+    pg.js_errors = watch_js_errors(pg)  # from the dashboards on (the admin login asks for a favicon)
     yield pg
     context.close()
+    assert pg.js_errors == [], "JavaScript errors on the dashboards"
 
 
 def shot(page, name: str) -> None:

@@ -43,8 +43,18 @@ def test_a_members_scripted_turn_messages_its_peer_who_answers_in_its_own_sessio
     assert answered.final_text == "You said: [message from peer lead-1] check refunds"
     lead_turn = Turn.objects.get(session_id=lead_session, status="committed")
     assert lead_turn.final_text == "handed off"
+    frames = wait_for(lambda: _with_replies(api, 2), timeout=30)
+    assert [(f["kind"], f["identity"]) for f in frames if f["kind"] != "reply"] == [
+        ("send", "lead-1"),
+        ("peer_message", "alice"),
+    ]
+    replies = {f["identity"]: f["payload"]["text"] for f in frames if f["kind"] == "reply"}
+    assert replies == {"lead-1": "handed off", "alice": answered.final_text}  # members' answers on the console
+
+
+def _with_replies(api, count: int) -> list[dict] | None:
     frames = api.get("/api/mobs/desk/console").json()["frames"]
-    assert [(f["kind"], f["identity"]) for f in frames] == [("send", "lead-1"), ("peer_message", "alice")]
+    return frames if len([f for f in frames if f["kind"] == "reply"]) >= count else None
 
 
 @pytest.mark.django_db
