@@ -208,7 +208,9 @@ def run(args: argparse.Namespace, bench_url: str, admin) -> None:
         import pstats
 
         profiler.disable()
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(r"sessions_app|lashops|asgiref", 25)
+        stats = pstats.Stats(profiler)
+        stats.sort_stats("cumulative").print_stats(r"sessions_app|lashops|asgiref", 25)
+        stats.sort_stats("tottime").print_stats(25)
     del connection.commit
     connection.close()  # the backend exits and flushes its statistics
     after = xact_commit(admin, args.database)
