@@ -26,7 +26,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, Value, When
+from django.db.models import Case, F, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from lashops.core.errors import LeaseLost
@@ -210,19 +211,18 @@ def _begin_batch(claims: list[Claim], now: Any) -> None:
         new_rows, new_drafts = process_events.prepare(proc, [entry])
         rows += new_rows
         drafts.setdefault(proc.workspace_id, (proc.workspace, []))[1].extend(new_drafts)
-    Process.objects.bulk_update(
-        [c.process for c in claims],
-        [
-            "wait_kind",
-            "wait_until",
-            "wait_signal",
-            "wait_child",
-            "run_count",
-            "first_started_at",
-            "first_started_by",
-            "event_seq",
-            "updated_at",
-        ],
+    # One statement for the batch: every claimed row gets the same changes (one event each).
+    holder = claims[0].holder
+    Process.objects.filter(pk__in=[c.process_id for c in claims]).update(
+        wait_kind=WaitKind.NONE,
+        wait_until=None,
+        wait_signal="",
+        wait_child="",
+        run_count=F("run_count") + 1,
+        event_seq=F("event_seq") + 1,
+        first_started_by=Case(When(first_started_at__isnull=True, then=Value(holder)), default=F("first_started_by")),
+        first_started_at=Coalesce(F("first_started_at"), Value(now)),
+        updated_at=now,
     )
     ProcessEvent.objects.bulk_create(rows)
     for workspace, workspace_drafts in drafts.values():
@@ -258,14 +258,139 @@ def drive(*, process_ids: list[str] | None = None) -> int:
             return ran
         for claim in claims:
             _keeper.add(claim)  # renewed while it waits for its turn in this batch
-        for claim in claims:
-            try:
-                run_claim(claim)
-            except Exception:
-                log.exception("running process %s failed", claim.process_id)
-            ran += 1
+        completions = Completions()
+        try:
+            for claim in claims:
+                try:
+                    run_claim(claim, completions=completions)
+                except Exception:
+                    log.exception("running process %s failed", claim.process_id)
+                ran += 1
+                if completions.due():
+                    completions.flush()
+        finally:
+            completions.flush()
         if time.monotonic() > budget:
             return ran
+
+
+class Completions:
+    """Completions of one claimed batch, committed together (group commit).
+
+    A run that ends ``completed`` or ``failed`` is queued here with its held-back step record
+    and keeps its lease (the keeper renews it) until the group is written: one transaction
+    that locks the rows, checks every token, records the steps, writes the terminal states
+    and releases the leases, with one stream publish. The group is written once it holds a
+    claim batch or its oldest entry is ``LASHOPS_PROCESS_GROUP_COMMIT_SECONDS`` old (checked
+    between runs), and always when the batch ends. A crash before then re-runs each queued
+    process's last step (at-least-once, as a crash between a step and its record always did).
+    """
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[ProcessRun, str, Any, dict | None]] = []
+        self.since = 0.0
+
+    def add(self, run: ProcessRun, status: str, *, output: Any = None, error: dict | None = None) -> str:
+        if not self.runs:
+            self.since = time.monotonic()
+        self.runs.append((run, status, output, error))
+        return status
+
+    def due(self) -> bool:
+        if not self.runs:
+            return False
+        age = time.monotonic() - self.since
+        return len(self.runs) >= int(settings.LASHOPS_PROCESS_CLAIM_BATCH) or age >= float(
+            settings.LASHOPS_PROCESS_GROUP_COMMIT_SECONDS
+        )
+
+    def flush(self) -> None:
+        runs, self.runs = self.runs, []
+        if not runs:
+            return
+        try:
+            try:
+                _finish_group(runs)
+            except Exception:
+                # One bad entry must not sink the others: write them one by one.
+                log.warning("group completion of %d processes failed; completing them one by one", len(runs))
+                for run, status, output, error in runs:
+                    try:
+                        run.finish(status, output=output, error=error)
+                    except Exception:
+                        log.exception("completing process %s failed", run.claim.process_id)
+        finally:
+            for run, *_ in runs:
+                _keeper.remove(run.claim)
+
+
+def _finish_group(runs: list[tuple[ProcessRun, str, Any, dict | None]]) -> None:
+    """``_finish`` for many runs in one transaction (see ``Completions``)."""
+    from django.db.models import Q
+
+    from lashops.core.models import Effect, Lease
+
+    if len(runs) == 1:
+        run, status, output, error = runs[0]
+        run.finish(status, output=output, error=error)
+        return
+    by_id = {run.claim.process_id: (run, status, output, error) for run, status, output, error in runs}
+    ids = sorted(by_id)
+    now = timezone.now()
+    with transaction.atomic():
+        procs = list(
+            Process.objects.select_for_update(of=("self",))
+            .select_related("workspace")
+            .filter(pk__in=ids)
+            .order_by("pk")
+        )
+        tokens = Q()
+        for pid in ids:
+            tokens |= Q(key=pid, token=by_id[pid][0].claim.token)
+        held = Lease.objects.filter(tokens, scope=LEASE_SCOPE, expires_at__gte=now).exclude(holder="")
+        if connection.vendor == "postgresql":
+            held = held.select_for_update()
+        live = set(held.values_list("key", flat=True))
+        effects: list[Effect] = []
+        rows: list[ProcessEvent] = []
+        drafts: dict[int, tuple[Workspace, list[EventDraft]]] = {}
+        release = Q()
+        recorded: list[ProcessRun] = []
+        for proc in procs:
+            run, status, output, error = by_id[proc.pk]
+            if proc.is_terminal:
+                release |= Q(key=proc.pk, token=run.claim.token)
+                continue
+            if proc.pk not in live:
+                run.claim.lost = True
+                continue
+            release |= Q(key=proc.pk, token=run.claim.token)
+            log_entries: list[process_events.Entry] = []
+            if run.pending is not None:
+                key, kind, outcome, log_entries = run.pending
+                recorded.append(run)
+                effects.append(
+                    Effect(
+                        workspace_id=proc.workspace_id,
+                        scope=f"process:{proc.pk}",
+                        replay_key=key,
+                        kind=kind,
+                        outcome=outcome,
+                    )
+                )
+            new_rows, new_drafts = _set_terminal(proc, status, output=output, error=error, log=log_entries, now=now)
+            _save_terminal(proc)  # one UPDATE per row: bulk_update's CASE per field measured slower
+            _wake_parent(proc, now)
+            rows += new_rows
+            drafts.setdefault(proc.workspace_id, (proc.workspace, []))[1].extend(new_drafts)
+        Effect.objects.bulk_create(effects)
+        if release:
+            Lease.objects.filter(release, scope=LEASE_SCOPE).update(holder="", expires_at=now)
+        ProcessEvent.objects.bulk_create(rows)
+        for workspace, workspace_drafts in drafts.values():
+            publish_many(workspace=workspace, drafts=workspace_drafts)  # last: the stream-head lock
+    for run in recorded:
+        run.pending = None  # only once committed: a failed group falls back to one by one
 
 
 # --- one run ---------------------------------------------------------------------------
@@ -461,38 +586,60 @@ def terminate(
     """Write the terminal state of a locked process, its terminal event (after ``log``), and
     wake a parent that waits on it. The caller owns the transaction and the lease."""
     now = timezone.now()
+    rows, drafts = _set_terminal(proc, status, output=output, error=error, evidence=evidence, log=log, now=now)
+    _save_terminal(proc)
+    _wake_parent(proc, now)
+    process_events.write(proc, rows, drafts)  # last: the stream-head lock is held until commit
+
+
+def _set_terminal(
+    proc: Process,
+    status: str,
+    *,
+    output: Any,
+    error: dict | None,
+    now: Any,
+    evidence: dict | None = None,
+    log: list[process_events.Entry] | None = None,
+) -> tuple[list[ProcessEvent], list[EventDraft]]:
     proc.status = status
     proc.output = output
     proc.error = error
-    proc.finished_at = now
+    proc.finished_at = proc.updated_at = now
     proc.wait_kind, proc.wait_until, proc.wait_signal, proc.wait_child = WaitKind.NONE, None, "", ""
     data: dict[str, Any] = {}
     if error:
         data["error"] = error
     if evidence:
         data["evidence"] = evidence
-    rows, drafts = process_events.prepare(proc, [*(log or []), (f"process.{status}", data)])
-    proc.save(
-        update_fields=[
-            "status",
-            "output",
-            "error",
-            "finished_at",
-            "wait_kind",
-            "wait_until",
-            "wait_signal",
-            "wait_child",
-            "event_seq",
-            "updated_at",
-        ]
-    )
+    return process_events.prepare(proc, [*(log or []), (f"process.{status}", data)])
+
+
+TERMINAL_FIELDS = [
+    "status",
+    "output",
+    "error",
+    "finished_at",
+    "wait_kind",
+    "wait_until",
+    "wait_signal",
+    "wait_child",
+    "event_seq",
+    "updated_at",
+]
+
+
+def _save_terminal(proc: Process) -> None:
+    proc.save(update_fields=TERMINAL_FIELDS)
+
+
+def _wake_parent(proc: Process, now: Any) -> None:
     if proc.parent_id:
         woke = Process.objects.filter(
             pk=proc.parent_id, status=ProcessStatus.RUNNING, wait_kind=WaitKind.CHILD, wait_child=proc.id
         ).update(wait_kind=WaitKind.NONE, wait_child="", runnable_since=now)
         if woke:
             dispatch_drive([proc.parent_id])
-    process_events.write(proc, rows, drafts)  # last: the stream-head lock is held until commit
 
 
 def finish(claim: Claim, status: str, *, output: Any = None, error: dict | None = None) -> str:
@@ -533,20 +680,24 @@ def _error(code: str, exc: BaseException) -> dict[str, Any]:
     return {"code": code, "type": type(exc).__name__, "message": str(exc)[:2000]}
 
 
-def run_claim(claim: Claim) -> str:
-    """Run one claimed process until it parks, finishes or loses its lease."""
+def run_claim(claim: Claim, *, completions: Completions | None = None) -> str:
+    """Run one claimed process until it parks, finishes or loses its lease. With
+    ``completions``, a completed or failed run is queued there (still leased) to be written
+    with the rest of its batch."""
     _keeper.add(claim)
+    outcome = "again"
     try:
         for _ in range(1000):
-            outcome = _run_once(claim)
+            outcome = _run_once(claim, completions)
             if outcome != "again":
                 return outcome
-        return "again"
+        return outcome
     finally:
-        _keeper.remove(claim)
+        if outcome != "queued":
+            _keeper.remove(claim)
 
 
-def _run_once(claim: Claim) -> str:
+def _run_once(claim: Claim, completions: Completions | None = None) -> str:
     begun, claim.process = claim.process, None  # begun by the claim: only for the first pass
     journal, claim.journal = claim.journal, None
     if begun is not None:
@@ -589,24 +740,51 @@ def _run_once(claim: Claim) -> str:
         return run.finish(ProcessStatus.FAILED, error=error)
     except Exception as exc:
         log.info("process %s failed: %s", claim.process_id, exc)
-        return run.finish(ProcessStatus.FAILED, error=_error("exception", exc))
+        return _end(run, completions, ProcessStatus.FAILED, error=_error("exception", exc))
     try:
         json.dumps(value)
     except (TypeError, ValueError) as exc:
-        return run.finish(ProcessStatus.FAILED, error=_error("output_not_json", exc))
-    return run.finish(ProcessStatus.COMPLETED, output=value)
+        return _end(run, completions, ProcessStatus.FAILED, error=_error("output_not_json", exc))
+    return _end(run, completions, ProcessStatus.COMPLETED, output=value)
+
+
+def _end(run: ProcessRun, completions: Completions | None, status: str, **result: Any) -> str:
+    if completions is None:
+        return run.finish(status, **result)
+    completions.add(run, status, **result)
+    return "queued"
 
 
 # --- dispatch --------------------------------------------------------------------------
 
 
 def dispatch_drive(process_ids: list[str]) -> None:
-    """Wake a driver for these processes once the current transaction commits."""
+    """Wake a driver for these processes once the current transaction commits.
+
+    Wake-ups asked for in one transaction are coalesced: one drive per claim batch of ids
+    (a transaction that starts 2,000 processes sends 125 tasks, not 2,000). Every call
+    registers a commit hook that sends whatever has accumulated on this connection, so a
+    rolled-back savepoint loses no wake-up of the rest; an id from a rolled-back block may
+    be sent anyway, which is harmless (a drive re-checks state)."""
+    conn = transaction.get_connection()
+    pending: list[str] | None = getattr(conn, "_lashops_drive_ids", None)
+    if pending is None:
+        pending = conn._lashops_drive_ids = []
+    pending.extend(process_ids)
+    transaction.on_commit(lambda: _send_drives(conn))
+
+
+def _send_drives(conn: Any) -> None:
     from lashops.core.runner import dispatch
     from processes_app.tasks import process_drive_task
 
+    ids, conn._lashops_drive_ids = list(dict.fromkeys(conn._lashops_drive_ids)), []
+    if not ids:
+        return
     ensure_scheduler()
-    dispatch(process_drive_task, process_ids=list(process_ids))
+    size = int(settings.LASHOPS_PROCESS_CLAIM_BATCH)
+    for start in range(0, len(ids), size):
+        dispatch(process_drive_task, process_ids=ids[start : start + size])
 
 
 def dispatch_drive_later(process_ids: list[str], delay: float) -> None:

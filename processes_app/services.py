@@ -108,13 +108,11 @@ def process_start(
         wake=wake_session_id,
         parent=parent_id,
     )
-    existing = Process.objects.filter(pk=process_id).first()
-    if existing is not None:
-        return _same_registration(existing, workspace, registration), False
     now = timezone.now()
     try:
+        # No look-up first: a second registration of the id fails the insert (then compared).
         with transaction.atomic():
-            proc = Process.objects.create(
+            proc = Process(
                 id=process_id,
                 workspace=workspace,
                 kind=kind,
@@ -128,18 +126,12 @@ def process_start(
                 parent_id=parent_id,
                 runnable_since=now,
             )
-            proc.workspace = workspace
+            created = {"kind": kind, "disposition": disposition, "provenance": proc.provenance, "parent": parent_id}
+            rows, drafts = process_events.prepare(proc, [("process.created", created)])
+            proc.save(force_insert=True)  # with its event_seq: no second UPDATE for it
             for session_id in grant_session_ids:
                 ProcessGrant.objects.create(process=proc, session_id=session_id)
-            process_events.append(
-                proc,
-                [
-                    (
-                        "process.created",
-                        {"kind": kind, "disposition": disposition, "provenance": proc.provenance, "parent": parent_id},
-                    )
-                ],
-            )
+            process_events.write(proc, rows, drafts)
             if disposition != Disposition.EXTERNALLY_OWNED:
                 dispatch_drive([proc.id])
     except IntegrityError:

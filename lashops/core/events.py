@@ -90,7 +90,7 @@ def publish_many(*, workspace: Workspace, drafts: Iterable[EventDraft]) -> list[
     drafts = list(drafts)
     if not drafts:
         return []
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # no savepoint round trips inside a caller's transaction
         last = _allocate(workspace.pk, len(drafts))
         now = timezone.now()
         events = [

@@ -120,3 +120,25 @@ def test_emit_without_wake_target_is_recorded_and_delivered_nowhere(workspace, d
     assert proc.status == "completed"
     emitted = ProcessEvent.objects.get(process=proc, type="process.emitted")
     assert emitted.data == {"event": "progress", "data": {"pct": 50}}
+
+
+def test_a_claimed_batch_completes_together_and_a_fenced_entry_is_left_out(workspace, settings):
+    from processes_app.engine import Completions, claim_runnable, run_claim
+
+    settings.LASHOPS_PROCESS_GROUP_COMMIT_SECONDS = 60
+    for i in range(3):
+        _start(workspace, input={"n": i}, process_id=f"g{i}")
+    claims = claim_runnable(limit=3)
+    completions = Completions()
+    for claim in claims:
+        assert run_claim(claim, completions=completions) == "queued"
+    # Nothing is written before the group: the steps are held back, the rows still running.
+    assert set(Process.objects.values_list("status", flat=True)) == {"running"}
+    Lease.objects.filter(scope="process", key="g1").update(token=99)  # g1's run is fenced out
+    completions.flush()
+    status = dict(Process.objects.values_list("pk", "status"))
+    assert status == {"g0": "completed", "g1": "running", "g2": "completed"}
+    assert Process.objects.get(pk="g2").output == {"value": 4}
+    assert Effect.objects.filter(scope="process:g2", kind="process.step").count() == 1
+    assert not Effect.objects.filter(scope="process:g1").exists()
+    assert Lease.objects.get(scope="process", key="g0").holder == ""
