@@ -187,7 +187,10 @@ def console_update(
     """Change a frame's status (and merge ``payload``); bumps ``frame_version``. With
     ``expect_status`` it is a claim: None when the frame is no longer in that status."""
     with transaction.atomic():
-        frame = ConsoleFrame.objects.select_for_update().select_related("mob__workspace").get(pk=frame.pk)
+        # of=("self",): lock the frame only. A plain FOR UPDATE over the join also locked the mob and
+        # the workspace row, and any commit inserting an Event checks its workspace foreign key with
+        # FOR KEY SHARE while holding the stream head: a deadlock on PostgreSQL.
+        frame = ConsoleFrame.objects.select_for_update(of=("self",)).select_related("mob__workspace").get(pk=frame.pk)
         if expect_status is not None and frame.status != expect_status:
             return None
         frame.status = status
