@@ -217,7 +217,11 @@ LOGGING = {
 # Tool providers and plugin factories by dotted path ("pkg.module:callable"), comma-separated.
 LASHOPS_TOOL_PROVIDERS = env_list(
     "LASHOPS_TOOL_PROVIDERS",
-    ["lashops.runtime.builtin_tools:builtin_tools", "mobs_app.member_tools:member_tools"],
+    [
+        "lashops.runtime.builtin_tools:builtin_tools",
+        "mobs_app.member_tools:member_tools",
+        "processes_app.agent_tools:process_tools",
+    ],
 )
 LASHOPS_PLUGINS = env_list("LASHOPS_PLUGINS", [])
 # The model a session gets when it names none: "provider:model" (scripted needs no key).

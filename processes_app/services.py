@@ -156,20 +156,28 @@ def _same_registration(existing: Process, workspace: Workspace, registration: st
 # --- signal, cancel, abandon, re-drive --------------------------------------------------
 
 
-def process_signal(*, workspace: Workspace, process_id: str, name: str, payload: Any = None) -> ProcessEvent:
+def process_signal(
+    *, workspace: Workspace, process_id: str, name: str, payload: Any = None, idempotency_key: str = ""
+) -> ProcessEvent:
     """Queue a signal for a process (validated against its declaration). Signals are kept in
-    order and consumed in order by ``wait_signal``; a parked waiter is woken."""
+    order and consumed in order by ``wait_signal``; a parked waiter is woken. With an
+    ``idempotency_key``, sending it again returns the signal already queued under that key."""
     current = Process.objects.filter(pk=process_id, workspace=workspace).first()
     if current is None:
         raise NotFound(f"no process {process_id!r}")
-    if current.is_terminal:
+    if current.is_terminal and not idempotency_key:
         raise ProcessFinished(f"process {process_id!r} is {current.status}; it takes no signals")
     validate_signal(get_definition(current.definition_name), name, payload)
     with transaction.atomic():
         proc = _get_locked(workspace, process_id)
+        if idempotency_key:
+            sent = ProcessEvent.objects.filter(process=proc, type=f"signal.{name}", data__key=idempotency_key).first()
+            if sent is not None:
+                return sent
         if proc.is_terminal:
             raise ProcessFinished(f"process {process_id!r} is {proc.status}; it takes no signals")
-        [event] = process_events.append(proc, [(f"signal.{name}", {"signal": name, "payload": payload})])
+        data = {"signal": name, "payload": payload} | ({"key": idempotency_key} if idempotency_key else {})
+        [event] = process_events.append(proc, [(f"signal.{name}", data)])
         if proc.wait_kind == WaitKind.SIGNAL and proc.wait_signal == name:
             Process.objects.filter(pk=proc.pk).update(
                 wait_kind=WaitKind.NONE, wait_signal="", wait_until=None, runnable_since=timezone.now()

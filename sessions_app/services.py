@@ -336,7 +336,8 @@ def _drive(turn: Turn, *, holder: str, token: int) -> Turn:
             events=events,
             control=control,
             trace=trace_sink(),
-            host={"spawn_agent": _spawn_child_host(session.workspace)},
+            # workspace_id: tools that act in the session's workspace (processes_app.agent_tools).
+            host={"spawn_agent": _spawn_child_host(session.workspace), "workspace_id": session.workspace_id},
             parent_node_id=session.leaf_node_id or None,
         )
     except LeaseLost:

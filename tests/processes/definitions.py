@@ -92,3 +92,21 @@ def flexible(ctx: ProcessContext, input: dict[str, Any]) -> dict[str, Any]:
     ctx.step(name, lambda: 1)
     ctx.sleep(input.get("seconds", 0))
     return {"name": name}
+
+
+class SimulatedCrash(BaseException):
+    """Escapes the runner like a killed worker would: nothing after it is written."""
+
+
+def crash_once(marker: str) -> str:
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        raise SimulatedCrash(marker)
+    return "survived"
+
+
+@process_definition("test.emit_then_crash")
+def emit_then_crash(ctx: ProcessContext, input: dict[str, Any]) -> dict[str, Any]:
+    """Emits to its wake target, then dies once before finishing (``input["marker"]``)."""
+    ctx.emit("progress", {"pct": 50})
+    return {"after": ctx.step("maybe_crash", crash_once, input["marker"])}
