@@ -258,9 +258,12 @@ def run(args: argparse.Namespace, broker: str) -> None:
         )
         print(f"ratio (processes / raw):  {proc_rate / raw_rate:.2f}  (target >= 1.0, floor 0.5)")
         print(f"start-to-completion p50:  {p50 * 1000:.0f} ms   p99: {p99 * 1000:.0f} ms", flush=True)
+        run_rate = args.n / (proc_seconds - start_seconds)
+        print(f"after the start committed: {run_rate:.0f}/s (ratio {run_rate / raw_rate:.2f})", flush=True)
 
-        # 3. sleepers hold no slot
+        # 3. sleepers hold no slot: 200 one-step processes before and alongside them
         if args.sleepers:
+            before_seconds, before_latencies = run_batch("c", 200)
             with transaction.atomic():
                 for i in range(args.sleepers):
                     process_start(
@@ -282,7 +285,10 @@ def run(args: argparse.Namespace, broker: str) -> None:
             held_after = sleepers.filter(leased).count()
             print(
                 f"sleepers: {parked_count}/{args.sleepers} parked on timers, {held} holding a lease "
-                f"({held_after} after); 200 one-step processes alongside them: {200 / after_seconds:.0f}/s, "
+                f"({held_after} after the batch below)\n"
+                f"  200 one-step processes before them:  {200 / before_seconds:.0f}/s, "
+                f"p50 {statistics.median(before_latencies) * 1000:.0f} ms\n"
+                f"  200 one-step processes alongside:    {200 / after_seconds:.0f}/s, "
                 f"p50 {statistics.median(after_latencies) * 1000:.0f} ms"
             )
         print("\n".join(profile_lines))
