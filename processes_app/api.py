@@ -1,5 +1,7 @@
 """/api/processes and /api/triggers. Thin: parse, call one service or selector, render."""
 
+import copy
+
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from ninja.pagination import LimitOffsetPagination, paginate
@@ -15,6 +17,8 @@ from processes_app.schemas import (
     OccurrenceCreatedOut,
     OccurrenceIn,
     OccurrenceOut,
+    ProcessBatchIn,
+    ProcessBatchOut,
     ProcessEventPageOut,
     ProcessIn,
     ProcessOut,
@@ -32,6 +36,10 @@ from processes_app.schemas import (
 
 router = Router(tags=["processes"])
 triggers_router = Router(tags=["triggers"])
+
+
+def _api_provenance(request: HttpRequest) -> dict[str, str]:
+    return {"host": "api", "api_key": getattr(getattr(request, "api_key", None), "prefix", "")}
 
 
 def _with_lease(proc: Process) -> Process:
@@ -65,11 +73,41 @@ def process_start(request: HttpRequest, payload: ProcessIn):
         disposition=payload.disposition,
         wake_session_id=payload.wake_session,
         grant_session_ids=payload.grant_sessions,
-        provenance={"host": "api", "api_key": getattr(getattr(request, "api_key", None), "prefix", "")},
+        provenance=_api_provenance(request),
     )
     proc = selectors.process_get(workspace=request.workspace, process_id=proc.pk)
     proc.created_now = created
     return Status(201 if created else 200, proc)
+
+
+@router.post("/batch", response={200: ProcessBatchOut, 201: ProcessBatchOut, 409: ErrorOut, 422: ErrorOut})
+def process_start_batch(request: HttpRequest, payload: ProcessBatchIn):
+    """Start up to 1,000 processes in one transaction (fan-out). Each is idempotent by ``id`` as
+    in a single start; 201 when any was created, 200 when all existed; all or nothing: 409
+    ``registration_conflict`` (nothing started) if any id exists with a different registration."""
+    started = services.process_start_many(
+        workspace=request.workspace,
+        processes=[
+            services.ProcessStartSpec(
+                process_id=item.id,
+                definition=item.definition,
+                input=item.input,
+                disposition=item.disposition,
+                wake_session_id=item.wake_session,
+                grant_session_ids=tuple(item.grant_sessions),
+            )
+            for item in payload.processes
+        ],
+        provenance=_api_provenance(request),
+    )
+    rows = selectors.process_list(workspace=request.workspace).filter(pk__in=[p.pk for p, _ in started])
+    by_id = {p.pk: p for p in rows.prefetch_related("grants")}
+    out = []
+    for proc, created in started:
+        row = copy.copy(by_id[proc.pk])
+        row.created_now = created
+        out.append(row)
+    return Status(201 if any(created for _, created in started) else 200, {"processes": out})
 
 
 @router.get("", response=list[ProcessOut])

@@ -259,10 +259,11 @@ def drive(*, process_ids: list[str] | None = None) -> int:
         for claim in claims:
             _keeper.add(claim)  # renewed while it waits for its turn in this batch
         completions = Completions()
+        cancels = CancelWatch([c.process_id for c in claims])
         try:
             for claim in claims:
                 try:
-                    run_claim(claim, completions=completions)
+                    run_claim(claim, completions=completions, cancels=cancels)
                 except Exception:
                     log.exception("running process %s failed", claim.process_id)
                 ran += 1
@@ -356,6 +357,7 @@ def _finish_group(runs: list[tuple[ProcessRun, str, Any, dict | None]]) -> None:
         drafts: dict[int, tuple[Workspace, list[EventDraft]]] = {}
         release = Q()
         recorded: list[ProcessRun] = []
+        ended: list[Process] = []
         for proc in procs:
             run, status, output, error = by_id[proc.pk]
             if proc.is_terminal:
@@ -379,10 +381,12 @@ def _finish_group(runs: list[tuple[ProcessRun, str, Any, dict | None]]) -> None:
                     )
                 )
             new_rows, new_drafts = _set_terminal(proc, status, output=output, error=error, log=log_entries, now=now)
-            _save_terminal(proc)  # one UPDATE per row: bulk_update's CASE per field measured slower
-            _wake_parent(proc, now)
+            ended.append(proc)
             rows += new_rows
             drafts.setdefault(proc.workspace_id, (proc.workspace, []))[1].extend(new_drafts)
+        _save_terminals(ended, now)
+        for proc in ended:
+            _wake_parent(proc, now)
         Effect.objects.bulk_create(effects)
         if release:
             Lease.objects.filter(release, scope=LEASE_SCOPE).update(holder="", expires_at=now)
@@ -396,6 +400,40 @@ def _finish_group(runs: list[tuple[ProcessRun, str, Any, dict | None]]) -> None:
 # --- one run ---------------------------------------------------------------------------
 
 
+class CancelWatch:
+    """Cancel requests for a claimed batch, read for all of its runs in one statement.
+
+    A run's first boundary (before its first operation: nothing of the definition has run
+    yet) asks here instead of reading its own row; the read is repeated once it is older than
+    ``LASHOPS_PROCESS_GROUP_COMMIT_SECONDS``, so a run waiting its turn in the batch still
+    stops before its first step for a cancel requested while it was queued (seen within that
+    window). Every later boundary of a run reads its own row, as before: a cancel made by or
+    during a step stops the run at its next boundary."""
+
+    def __init__(self, process_ids: list[str]) -> None:
+        self.pending = set(process_ids)
+        self.requested: set[str] = set()
+        self.read_at: float | None = None
+
+    def cancelled(self, process_id: str) -> bool:
+        max_age = float(settings.LASHOPS_PROCESS_GROUP_COMMIT_SECONDS)
+        if process_id not in self.pending:
+            return self._read_one(process_id)
+        if self.read_at is None or time.monotonic() - self.read_at > max_age:
+            self.read_at = time.monotonic()
+            self.requested = set(
+                Process.objects.filter(pk__in=self.pending, cancel_requested_at__isnull=False).values_list(
+                    "pk", flat=True
+                )
+            )
+        self.pending.discard(process_id)
+        return process_id in self.requested
+
+    @staticmethod
+    def _read_one(process_id: str) -> bool:
+        return Process.objects.filter(pk=process_id, cancel_requested_at__isnull=False).exists()
+
+
 class ProcessRun:
     """The writes one claimed run makes, each fenced by its lease token.
 
@@ -406,11 +444,14 @@ class ProcessRun:
     process commits its step and its completion together.
     """
 
-    def __init__(self, process: Process, claim: Claim, definition: ProcessDefinition) -> None:
+    def __init__(
+        self, process: Process, claim: Claim, definition: ProcessDefinition, *, cancels: CancelWatch | None = None
+    ) -> None:
         self.process = process
         self.claim = claim
         self.definition = definition
         self.pending: tuple[str, str, dict[str, Any], list[process_events.Entry]] | None = None
+        self.cancels = cancels  # for the first boundary only (see CancelWatch)
 
     def _locked(self) -> Process:
         if self.claim.lost:
@@ -446,8 +487,12 @@ class ProcessRun:
         """Between operations: stop if the lease is gone or a cancel was requested."""
         if self.claim.lost:
             raise LeaseGone()
-        requested = Process.objects.filter(pk=self.process.id).values_list("cancel_requested_at", flat=True).first()
-        if requested is not None:
+        cancels, self.cancels = self.cancels, None
+        if cancels is not None:
+            requested = cancels.cancelled(self.process.id)
+        else:
+            requested = CancelWatch._read_one(self.process.id)
+        if requested:
             raise CancelRequested()
 
     def defer(self, *, key: str, kind: str, outcome: dict[str, Any], log: list[process_events.Entry]) -> None:
@@ -633,6 +678,43 @@ def _save_terminal(proc: Process) -> None:
     proc.save(update_fields=TERMINAL_FIELDS)
 
 
+def _save_terminals(procs: list[Process], now: Any) -> None:
+    """``_save_terminal`` for many rows ended by ``_set_terminal(now=now)``: on PostgreSQL one
+    ``UPDATE ... FROM (VALUES ...)`` (the per-row values are status, output, error and
+    event_seq; the rest is the same for every row), elsewhere one UPDATE per row."""
+    if connection.vendor != "postgresql" or len(procs) < 2:
+        for proc in procs:
+            _save_terminal(proc)
+        return
+    table = connection.ops.quote_name(Process._meta.db_table)
+    values = ", ".join(["(%s, %s, %s::jsonb, %s::jsonb, %s::integer)"] * len(procs))
+    params: list[Any] = [
+        now,
+        now,
+        WaitKind.NONE,
+        *(
+            value
+            for p in procs
+            for value in (
+                p.pk,
+                p.status,
+                None if p.output is None else json.dumps(p.output),
+                None if p.error is None else json.dumps(p.error),
+                p.event_seq,
+            )
+        ),
+    ]
+    # Keep the SET list in step with TERMINAL_FIELDS.
+    sql = (
+        f"UPDATE {table} AS p SET status = v.status, output = v.output, error = v.error, "
+        "finished_at = %s, updated_at = %s, wait_kind = %s, wait_until = NULL, wait_signal = '', "
+        "wait_child = '', event_seq = v.event_seq "
+        f"FROM (VALUES {values}) AS v(id, status, output, error, event_seq) WHERE p.id = v.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
 def _wake_parent(proc: Process, now: Any) -> None:
     if proc.parent_id:
         woke = Process.objects.filter(
@@ -680,7 +762,7 @@ def _error(code: str, exc: BaseException) -> dict[str, Any]:
     return {"code": code, "type": type(exc).__name__, "message": str(exc)[:2000]}
 
 
-def run_claim(claim: Claim, *, completions: Completions | None = None) -> str:
+def run_claim(claim: Claim, *, completions: Completions | None = None, cancels: CancelWatch | None = None) -> str:
     """Run one claimed process until it parks, finishes or loses its lease. With
     ``completions``, a completed or failed run is queued there (still leased) to be written
     with the rest of its batch."""
@@ -688,7 +770,8 @@ def run_claim(claim: Claim, *, completions: Completions | None = None) -> str:
     outcome = "again"
     try:
         for _ in range(1000):
-            outcome = _run_once(claim, completions)
+            outcome = _run_once(claim, completions, cancels)
+            cancels = None  # a second pass is a later boundary
             if outcome != "again":
                 return outcome
         return outcome
@@ -697,7 +780,7 @@ def run_claim(claim: Claim, *, completions: Completions | None = None) -> str:
             _keeper.remove(claim)
 
 
-def _run_once(claim: Claim, completions: Completions | None = None) -> str:
+def _run_once(claim: Claim, completions: Completions | None = None, cancels: CancelWatch | None = None) -> str:
     begun, claim.process = claim.process, None  # begun by the claim: only for the first pass
     journal, claim.journal = claim.journal, None
     if begun is not None:
@@ -723,7 +806,7 @@ def _run_once(claim: Claim, completions: Completions | None = None) -> str:
                 error={"code": "unknown_definition", "message": f"no definition {process.definition_name!r}"},
             )
     assert definition is not None
-    run = ProcessRun(process, claim, definition)
+    run = ProcessRun(process, claim, definition, cancels=cancels)
     try:
         if begun is None:
             run.begin()

@@ -19,6 +19,10 @@ class ProcessIn(Schema):
     grant_sessions: list[str] = Field(default_factory=list, description="Sessions that may see and control it.")
 
 
+class ProcessBatchIn(Schema):
+    processes: list[ProcessIn] = Field(..., min_length=1, max_length=1000)
+
+
 class WaitOut(Schema):
     kind: str
     until: datetime | None = None
@@ -87,6 +91,10 @@ class ProcessStartedOut(ProcessOut):
     @staticmethod
     def resolve_created(obj: Any) -> bool:
         return bool(getattr(obj, "created_now", False))
+
+
+class ProcessBatchOut(Schema):
+    processes: list[ProcessStartedOut]
 
 
 class ProcessEventOut(Schema):

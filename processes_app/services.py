@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from lashops.core.errors import Conflict, InvalidInput, NotFound
+from lashops.core.events import publish_many
 from lashops.core.models import Effect, Lease, Workspace
 from processes_app import events as process_events
 from processes_app.definitions import get_definition, require_definition, validate_signal
@@ -64,6 +66,85 @@ def _get_locked(workspace: Workspace, process_id: str) -> Process:
 # --- start ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ProcessStartSpec:
+    """One process of a ``process_start_many`` call (the fields of ``process_start``)."""
+
+    definition: str = ""
+    disposition: str = ""
+    input: Any = None
+    process_id: str | None = None
+    kind: str = ProcessKind.DEFINITION
+    wake_session_id: str = ""
+    grant_session_ids: tuple[str, ...] = ()
+
+
+def _new_process(
+    *,
+    workspace: Workspace,
+    definition: str,
+    input: Any,
+    disposition: str,
+    process_id: str | None,
+    kind: str,
+    provenance: dict[str, Any] | None,
+    wake_session_id: str,
+    parent_id: str | None,
+    now: Any,
+    path: str = "body",
+) -> Process:
+    """Validate a registration and build its unsaved row (``registration_hash`` set)."""
+    if disposition not in Disposition.values:
+        raise InvalidInput(
+            f"disposition must be one of {Disposition.values}",
+            details=[{"path": f"{path}.disposition", "message": f"one of {Disposition.values}"}],
+        )
+    if kind not in ProcessKind.values:
+        raise InvalidInput(f"kind must be one of {ProcessKind.values}")
+    version = 1
+    if kind == ProcessKind.EXTERNAL:
+        if disposition != Disposition.EXTERNALLY_OWNED:
+            raise InvalidInput("an external process must be externally_owned")
+    else:
+        version = require_definition(definition).version
+    process_id = process_id or f"p-{uuid.uuid4().hex}"
+    try:
+        process_id_validator(process_id)
+    except Exception as exc:
+        raise InvalidInput(
+            f"invalid process id: {exc}", details=[{"path": f"{path}.id", "message": str(exc)}]
+        ) from None
+    input = {} if input is None else input
+    registration = _registration_hash(
+        kind=kind,
+        definition=definition,
+        version=version,
+        input=input,
+        disposition=disposition,
+        wake=wake_session_id,
+        parent=parent_id,
+    )
+    return Process(
+        id=process_id,
+        workspace=workspace,
+        kind=kind,
+        definition_name=definition,
+        definition_version=version,
+        input=input,
+        disposition=disposition,
+        registration_hash=registration,
+        provenance=provenance or {},
+        wake_session_id=wake_session_id,
+        parent_id=parent_id,
+        runnable_since=now,
+    )
+
+
+def _created_entry(proc: Process) -> process_events.Entry:
+    data = {"kind": proc.kind, "disposition": proc.disposition, "provenance": proc.provenance, "parent": proc.parent_id}
+    return ("process.created", data)
+
+
 def process_start(
     *,
     workspace: Workspace,
@@ -80,54 +161,22 @@ def process_start(
     """Register a process (durable intent only) and wake a driver after commit. Returns
     ``(process, created)``. Idempotent by id and registration hash: the same registration
     returns the existing row; a different one under the same id raises ``registration_conflict``."""
-    if disposition not in Disposition.values:
-        raise InvalidInput(
-            f"disposition must be one of {Disposition.values}",
-            details=[{"path": "body.disposition", "message": f"one of {Disposition.values}"}],
-        )
-    if kind not in ProcessKind.values:
-        raise InvalidInput(f"kind must be one of {ProcessKind.values}")
-    version = 1
-    if kind == ProcessKind.EXTERNAL:
-        if disposition != Disposition.EXTERNALLY_OWNED:
-            raise InvalidInput("an external process must be externally_owned")
-    else:
-        version = require_definition(definition).version
-    process_id = process_id or f"p-{uuid.uuid4().hex}"
-    try:
-        process_id_validator(process_id)
-    except Exception as exc:
-        raise InvalidInput(f"invalid process id: {exc}", details=[{"path": "body.id", "message": str(exc)}]) from None
-    input = {} if input is None else input
-    registration = _registration_hash(
-        kind=kind,
+    proc = _new_process(
+        workspace=workspace,
         definition=definition,
-        version=version,
         input=input,
         disposition=disposition,
-        wake=wake_session_id,
-        parent=parent_id,
+        process_id=process_id,
+        kind=kind,
+        provenance=provenance,
+        wake_session_id=wake_session_id,
+        parent_id=parent_id,
+        now=timezone.now(),
     )
-    now = timezone.now()
     try:
         # No look-up first: a second registration of the id fails the insert (then compared).
         with transaction.atomic():
-            proc = Process(
-                id=process_id,
-                workspace=workspace,
-                kind=kind,
-                definition_name=definition,
-                definition_version=version,
-                input=input,
-                disposition=disposition,
-                registration_hash=registration,
-                provenance=provenance or {},
-                wake_session_id=wake_session_id,
-                parent_id=parent_id,
-                runnable_since=now,
-            )
-            created = {"kind": kind, "disposition": disposition, "provenance": proc.provenance, "parent": parent_id}
-            rows, drafts = process_events.prepare(proc, [("process.created", created)])
+            rows, drafts = process_events.prepare(proc, [_created_entry(proc)])
             proc.save(force_insert=True)  # with its event_seq: no second UPDATE for it
             for session_id in grant_session_ids:
                 ProcessGrant.objects.create(process=proc, session_id=session_id)
@@ -135,11 +184,100 @@ def process_start(
             if disposition != Disposition.EXTERNALLY_OWNED:
                 dispatch_drive([proc.id])
     except IntegrityError:
-        existing = Process.objects.filter(pk=process_id).first()
+        existing = Process.objects.filter(pk=proc.pk).first()
         if existing is None:
             raise
-        return _same_registration(existing, workspace, registration), False
+        return _same_registration(existing, workspace, proc.registration_hash), False
     return proc, True
+
+
+def process_start_many(
+    *,
+    workspace: Workspace,
+    processes: list[ProcessStartSpec],
+    provenance: dict[str, Any] | None = None,
+) -> list[tuple[Process, bool]]:
+    """Register many processes at once (fan-out): ``[(process, created)]`` in the order given.
+
+    Each one is idempotent by id exactly like ``process_start`` (the same registration returns
+    the existing row, created ``False``; an id given twice with the same registration is one
+    process). All or nothing: if any id is registered differently, nothing is started and
+    ``registration_conflict`` names the ids. The new ones are written in one transaction with a
+    fixed number of statements (one read of the given ids, one insert each for the rows, their
+    ``process.created`` log entries and grants, one stream publish), and their wake-ups leave
+    after commit as one drive per claim batch."""
+    now = timezone.now()
+    built: list[Process] = []
+    grants: dict[str, tuple[str, ...]] = {}
+    for i, spec in enumerate(processes):
+        proc = _new_process(
+            workspace=workspace,
+            definition=spec.definition,
+            input=spec.input,
+            disposition=spec.disposition,
+            process_id=spec.process_id,
+            kind=spec.kind,
+            provenance=provenance,
+            wake_session_id=spec.wake_session_id,
+            parent_id=None,
+            now=now,
+            path=f"body.processes.{i}",
+        )
+        built.append(proc)
+        grants.setdefault(proc.pk, tuple(spec.grant_session_ids))
+    for _ in range(3):
+        try:
+            return _start_many(workspace, built, grants)
+        except IntegrityError:
+            continue  # an id was registered concurrently: read again and compare
+    raise Conflict("process ids are being registered concurrently; retry", code="registration_contended")
+
+
+def _start_many(
+    workspace: Workspace, built: list[Process], grants: dict[str, tuple[str, ...]]
+) -> list[tuple[Process, bool]]:
+    unique: dict[str, Process] = {}
+    conflicts: list[str] = []
+    for proc in built:
+        first = unique.setdefault(proc.pk, proc)
+        if first.registration_hash != proc.registration_hash:
+            conflicts.append(proc.pk)
+    with transaction.atomic():
+        existing = {p.pk: p for p in Process.objects.filter(pk__in=list(unique))}
+        taken = [pk for pk, p in existing.items() if p.workspace_id != workspace.pk]
+        if taken:
+            raise Conflict("these process ids are not available", code="process_id_taken", details={"ids": taken})
+        conflicts += [pk for pk, p in existing.items() if p.registration_hash != unique[pk].registration_hash]
+        if conflicts:
+            raise RegistrationConflict(
+                f"{len(set(conflicts))} process id(s) exist with a different registration; nothing was started",
+                details={"process_ids": sorted(set(conflicts))},
+            )
+        new = [p for pk, p in unique.items() if pk not in existing]
+        rows: list[ProcessEvent] = []
+        drafts = []
+        for proc in new:
+            proc.event_seq = 0
+            new_rows, new_drafts = process_events.prepare(proc, [_created_entry(proc)])
+            rows += new_rows
+            drafts += new_drafts
+        Process.objects.bulk_create(new, batch_size=1000)  # a concurrent registration of an id fails it: retried
+        ProcessGrant.objects.bulk_create(
+            [ProcessGrant(process=p, session_id=s) for p in new for s in dict.fromkeys(grants[p.pk])]
+        )
+        ProcessEvent.objects.bulk_create(rows)
+        publish_many(workspace=workspace, drafts=drafts)
+        runnable = [p.pk for p in new if p.disposition != Disposition.EXTERNALLY_OWNED]
+        if runnable:
+            dispatch_drive(runnable)
+    created = {p.pk for p in new}
+    seen: set[str] = set()
+    result: list[tuple[Process, bool]] = []
+    for proc in built:
+        row = existing.get(proc.pk) or unique[proc.pk]
+        result.append((row, proc.pk in created and proc.pk not in seen))
+        seen.add(proc.pk)
+    return result
 
 
 def _same_registration(existing: Process, workspace: Workspace, registration: str) -> Process:

@@ -148,3 +148,26 @@ def test_demo_seed_is_idempotent(workspace, drive):
     drive()
     assert Process.objects.get(pk="demo-greet").output == {"greeting": "Hello, LashOps!"}
     assert Process.objects.get(pk="demo-approval").wait_kind == "timer"
+
+
+def test_batch_start_creates_each_once_and_a_conflict_starts_nothing(api, drive):
+    items = [
+        {"id": f"f{i}", "definition": "test.one_step", "input": {"n": i}, "disposition": "rerunnable"} for i in range(3)
+    ]
+    created = _post(api, "/api/processes/batch", {"processes": items})
+    assert created.status_code == 201, created.content
+    assert [(p["id"], p["created"], p["status"]) for p in created.json()["processes"]] == [
+        ("f0", True, "running"),
+        ("f1", True, "running"),
+        ("f2", True, "running"),
+    ]
+    again = _post(api, "/api/processes/batch", {"processes": items[:2]})
+    assert again.status_code == 200 and [p["created"] for p in again.json()["processes"]] == [False, False]
+    new = {"id": "f9", "definition": "test.one_step", "input": {}, "disposition": "rerunnable"}
+    conflict = _post(api, "/api/processes/batch", {"processes": [new, items[0] | {"input": {"n": 7}}]})
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "registration_conflict"
+    assert api.get("/api/processes/f9").status_code == 404
+    bad = _post(api, "/api/processes/batch", {"processes": [new | {"disposition": ""}]})
+    assert bad.status_code == 422
+    drive()
+    assert api.get("/api/processes/f2").json()["output"] == {"value": 4}

@@ -142,3 +142,65 @@ def test_a_claimed_batch_completes_together_and_a_fenced_entry_is_left_out(works
     assert Effect.objects.filter(scope="process:g2", kind="process.step").count() == 1
     assert not Effect.objects.filter(scope="process:g1").exists()
     assert Lease.objects.get(scope="process", key="g0").holder == ""
+
+
+def test_start_many_starts_a_batch_in_one_transaction_and_is_idempotent_per_id(
+    workspace, drive, settings, django_capture_on_commit_callbacks
+):
+    from unittest import mock
+
+    from lashops.core.models import Event
+    from processes_app.services import ProcessStartSpec, process_start_many
+
+    settings.LASHOPS_PROCESS_CLAIM_BATCH = 16
+    _start(workspace, input={"n": 0}, process_id="m0")  # already registered, same registration
+    specs = [
+        ProcessStartSpec(process_id=f"m{i}", definition="test.one_step", input={"n": i}, disposition="rerunnable")
+        for i in range(40)
+    ]
+    with (
+        mock.patch("lashops.core.runner.dispatch") as sent,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        started = process_start_many(workspace=workspace, processes=[*specs, specs[3]])
+    assert [p.pk for p, _ in started] == [*(f"m{i}" for i in range(40)), "m3"]
+    assert [created for _, created in started] == [False, *[True] * 39, False]
+    batches = [call.kwargs["process_ids"] for call in sent.call_args_list]
+    sent_ids = [pid for batch in batches for pid in batch]  # (may include ids this test connection left)
+    assert {f"m{i}" for i in range(1, 40)} <= set(sent_ids)
+    assert len(batches) == -(-len(sent_ids) // 16)  # one drive per claim batch, not one per process
+    assert Event.objects.filter(type="process.created").count() == 40
+    assert ProcessEvent.objects.filter(type="process.created", process_id="m5").count() == 1
+
+    again = process_start_many(workspace=workspace, processes=specs[:5])
+    assert [created for _, created in again] == [False] * 5
+    changed = ProcessStartSpec(process_id="m1", definition="test.one_step", input={"n": 99}, disposition="rerunnable")
+    fresh = ProcessStartSpec(process_id="m-new", definition="test.one_step", input={"n": 1}, disposition="rerunnable")
+    with pytest.raises(Conflict) as exc:
+        process_start_many(workspace=workspace, processes=[fresh, changed])
+    assert exc.value.code == "registration_conflict" and exc.value.details == {"process_ids": ["m1"]}
+    assert not Process.objects.filter(pk="m-new").exists()  # all or nothing
+
+    drive()
+    assert set(Process.objects.values_list("status", flat=True)) == {"completed"}
+    assert Process.objects.get(pk="m7").output == {"value": 14}
+
+
+def test_a_cancel_stops_a_queued_run_before_its_first_step(workspace, settings):
+    from processes_app.engine import CancelWatch, Completions, claim_runnable, run_claim
+    from processes_app.services import process_cancel
+
+    settings.LASHOPS_PROCESS_GROUP_COMMIT_SECONDS = 0  # the batch's cancel read is always stale
+    for i in range(3):
+        _start(workspace, input={"n": i}, process_id=f"q{i}")
+    claims = claim_runnable(limit=3)
+    cancels = CancelWatch([c.process_id for c in claims])
+    completions = Completions()
+    assert run_claim(claims[0], completions=completions, cancels=cancels) == "queued"
+    process_cancel(workspace=workspace, process_id="q1")  # q1 is claimed and waits its turn
+    assert run_claim(claims[1], completions=completions, cancels=cancels) == "cancelled"
+    assert run_claim(claims[2], completions=completions, cancels=cancels) == "queued"
+    completions.flush()
+    status = dict(Process.objects.values_list("pk", "status"))
+    assert status == {"q0": "completed", "q1": "cancelled", "q2": "completed"}
+    assert not ProcessEvent.objects.filter(process_id="q1", type="process.step_completed").exists()
