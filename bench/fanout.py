@@ -3,8 +3,9 @@ daphne server; 1,000 durable frames published; publish-to-receive p50/p99 agains
 channel-layer ``group_send`` to 100 channels measured in the same run, with the same layer and
 the same publishing rate.
 
-    REDIS_URL=redis://127.0.0.1:6379/6 .venv/bin/python bench/fanout.py \
-        [--clients 100] [--frames 1000] [--interval-ms 20] [--layer redis|redis_pubsub] [--client-procs 4]
+    REDIS_URL=redis://127.0.0.1:6379/6 .venv/bin/python bench/fanout.py \\
+        [--clients 100] [--frames 1000] [--interval-ms 20] [--layer redis|redis_pubsub] [--client-procs 4] \\
+        [--servers 1]
 
 Clients are spread over ``--client-procs`` processes so the measuring side is not the bottleneck.
 Uses a throwaway SQLite database unless DATABASE_URL is set. Target: p99 <= 2x the baseline p99.
@@ -89,17 +90,20 @@ def client_process(url: str, count: int, frames: int, ready, results) -> None:
         results.put(repr(exc))
 
 
-def through_server(port: int, token: str, mob_id: str, publish, args) -> tuple[list[float], list[float]]:
+def through_server(ports: list[int], token: str, mob_id: str, publish, args) -> tuple[list[float], list[float]]:
     """Publish ``args.frames`` frames (the first ``args.warmup`` are not counted) and return the
     publish-to-receive latencies, from the ``publish`` call and from its commit."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     ready, results = ctx.Queue(), ctx.Queue()
-    url = f"ws://127.0.0.1:{port}/ws/mobs/{mob_id}/console/?token={token}"
+    urls = [f"ws://127.0.0.1:{port}/ws/mobs/{mob_id}/console/?token={token}" for port in ports]
     procs = max(1, min(args.client_procs, args.clients))
     shares = [args.clients // procs + (1 if i < args.clients % procs else 0) for i in range(procs)]
-    workers = [ctx.Process(target=client_process, args=(url, n, args.frames, ready, results)) for n in shares]
+    workers = [  # client process i talks to server i mod N: the sockets are spread over the servers
+        ctx.Process(target=client_process, args=(urls[i % len(urls)], n, args.frames, ready, results))
+        for i, n in enumerate(shares)
+    ]
     for w in workers:
         w.start()
     connected = sum(ready.get(timeout=120) for _ in workers)
@@ -135,6 +139,7 @@ def main() -> None:
         "--layer", choices=["redis", "redis_pubsub"], default=os.environ.get("LASHOPS_CHANNEL_LAYER", "redis")
     )
     parser.add_argument("--client-procs", type=int, default=4)
+    parser.add_argument("--servers", type=int, default=1, help="daphne processes sharing the sockets")
     parser.add_argument("--warmup", type=int, default=20, help="frames published first and not counted")
     args = parser.parse_args()
     redis_url = os.environ.get("REDIS_URL")
@@ -170,23 +175,28 @@ def main() -> None:
         publish(workspace=workspace, type="bench.frame", subject={"mob": str(mob.pk)}, data={"i": i})
 
     log = Path(tempfile.mkdtemp()) / "daphne.log"
-    server = DaphneServer(log_path=log, redis_url=redis_url, port=free_port())
-    server.env["DATABASE_URL"] = os.environ["DATABASE_URL"]
-    server.env["LASHOPS_WS_SEND_QUEUE"] = os.environ["LASHOPS_WS_SEND_QUEUE"]
-    server.env["LASHOPS_CHANNEL_LAYER"] = args.layer
-    server.env["DEBUG"] = "0"
-    server.env["SECRET_KEY"] = "bench-only"
-    server.start()
+    servers = []
+    for _ in range(args.servers):
+        server = DaphneServer(log_path=log, redis_url=redis_url, port=free_port())
+        server.env["DATABASE_URL"] = os.environ["DATABASE_URL"]
+        server.env["LASHOPS_WS_SEND_QUEUE"] = os.environ["LASHOPS_WS_SEND_QUEUE"]
+        server.env["LASHOPS_CHANNEL_LAYER"] = args.layer
+        server.env["DEBUG"] = "0"
+        server.env["SECRET_KEY"] = "bench-only"
+        servers.append(server)
     try:
-        served, after_commit = through_server(server.port, token, "bench", publish_frame, args)
+        for server in servers:
+            server.start()
+        served, after_commit = through_server([s.port for s in servers], token, "bench", publish_frame, args)
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
 
     b50, b99 = pct(base, 0.50), pct(base, 0.99)
     s50, s99 = pct(served, 0.50), pct(served, 0.99)
     print(
         f"layer={args.layer} clients={args.clients} frames={args.frames} interval={args.interval_ms:g} ms "
-        f"client_procs={args.client_procs} deliveries={len(served)}"
+        f"client_procs={args.client_procs} servers={args.servers} deliveries={len(served)}"
     )
     print(f"baseline raw group_send: p50 {b50:.2f} ms  p99 {b99:.2f} ms  (mean {statistics.mean(base) * 1000:.2f})")
     print(f"lashops mob console:     p50 {s50:.2f} ms  p99 {s99:.2f} ms  (mean {statistics.mean(served) * 1000:.2f})")

@@ -33,7 +33,11 @@ def test_a_members_scripted_turn_messages_its_peer_who_answers_in_its_own_sessio
 
     assert _post(api, "/api/mobs/desk/identities/lead-1/send", {"text": "route this"}).status_code == 202
     peer_frame = wait_for(
-        lambda: ConsoleFrame.objects.filter(kind="peer_message", identity="alice", status="delivered").first(),
+        lambda: ConsoleFrame.objects.filter(
+            kind="peer_message",
+            identity="alice",
+            status__in=["delivered", "completed"],  # completed once answered
+        ).first(),
         timeout=30,
     )
     assert peer_frame.payload["from"] == "lead-1" and peer_frame.payload["origin"] == "peer:lead-1"
