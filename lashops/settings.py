@@ -83,7 +83,7 @@ DATABASES["default"]["CONN_MAX_AGE"] = env_int("LASHOPS_DB_CONN_MAX_AGE", 0, min
 _test_name = env_str("LASHOPS_TEST_DATABASE_NAME")
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not :memory:, so runner threads share it under WAL as they do in production.
-    DATABASES["default"]["TEST"] = {"NAME": _test_name or f"/tmp/lashops-test-{os.getpid()}.sqlite3"}
+    DATABASES["default"]["TEST"] = {"NAME": f"/tmp/lashops-{_test_name or 'test'}-{os.getpid()}.sqlite3"}
 elif _test_name:
     DATABASES["default"]["TEST"] = {"NAME": _test_name}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
