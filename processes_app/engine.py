@@ -163,10 +163,12 @@ def claim_runnable(*, limit: int, prefer: list[str] | None = None, holder: str |
         base = runnable_processes(now=now).select_related("workspace")
         if connection.vendor == "postgresql":
             base = base.select_for_update(skip_locked=True, of=("self",))
-        order: list[Any] = ["pk"]
-        if prefer:
-            order.insert(0, Case(When(pk__in=prefer[:limit], then=Value(0)), default=Value(1)))
-        rows = list(base.order_by(*order)[:limit])
+        # The ids a wake-up named are looked up by key (no scan and sort of every runnable row);
+        # only when none of them is claimable any more does the claim take the lowest runnable
+        # ones. A partly taken batch is not topped up: the drive loop claims again anyway.
+        rows = list(base.filter(pk__in=prefer[:limit]).order_by("pk")) if prefer else []
+        if not rows:
+            rows = list(base.order_by("pk")[:limit])
         grants = lease_acquire_many(scope=LEASE_SCOPE, keys=[p.pk for p in rows], holder=who, ttl=ttl)
         claims = [
             Claim(process_id=p.pk, holder=who, token=grants[p.pk].token, process=p) for p in rows if p.pk in grants
@@ -252,6 +254,7 @@ def drive(*, process_ids: list[str] | None = None) -> int:
     while True:
         capacity = int(settings.LASHOPS_PROCESS_CONCURRENCY) - _keeper.held()
         batch = min(int(settings.LASHOPS_PROCESS_CLAIM_BATCH), capacity)
+        claimed_at = time.monotonic()
         claims = claim_runnable(limit=batch, prefer=prefer)
         prefer = []
         if not claims:
@@ -259,7 +262,7 @@ def drive(*, process_ids: list[str] | None = None) -> int:
         for claim in claims:
             _keeper.add(claim)  # renewed while it waits for its turn in this batch
         completions = Completions()
-        cancels = CancelWatch([c.process_id for c in claims])
+        cancels = CancelWatch([c.process_id for c in claims], read_at=claimed_at)
         try:
             for claim in claims:
                 try:
@@ -327,9 +330,7 @@ class Completions:
 
 def _finish_group(runs: list[tuple[ProcessRun, str, Any, dict | None]]) -> None:
     """``_finish`` for many runs in one transaction (see ``Completions``)."""
-    from django.db.models import Q
-
-    from lashops.core.models import Effect, Lease
+    from lashops.core.models import Effect
 
     if len(runs) == 1:
         run, status, output, error = runs[0]
@@ -345,28 +346,22 @@ def _finish_group(runs: list[tuple[ProcessRun, str, Any, dict | None]]) -> None:
             .filter(pk__in=ids)
             .order_by("pk")
         )
-        tokens = Q()
-        for pid in ids:
-            tokens |= Q(key=pid, token=by_id[pid][0].claim.token)
-        held = Lease.objects.filter(tokens, scope=LEASE_SCOPE, expires_at__gte=now).exclude(holder="")
-        if connection.vendor == "postgresql":
-            held = held.select_for_update()
-        live = set(held.values_list("key", flat=True))
+        # Check every token and release the live ones in one statement: a lease we no longer
+        # hold is not released, and its run writes nothing (the rollback of a failed group
+        # restores the released ones).
+        live = _release_live([(p.pk, by_id[p.pk][0].claim.token) for p in procs], now)
         effects: list[Effect] = []
         rows: list[ProcessEvent] = []
         drafts: dict[int, tuple[Workspace, list[EventDraft]]] = {}
-        release = Q()
         recorded: list[ProcessRun] = []
         ended: list[Process] = []
         for proc in procs:
             run, status, output, error = by_id[proc.pk]
             if proc.is_terminal:
-                release |= Q(key=proc.pk, token=run.claim.token)
                 continue
             if proc.pk not in live:
                 run.claim.lost = True
                 continue
-            release |= Q(key=proc.pk, token=run.claim.token)
             log_entries: list[process_events.Entry] = []
             if run.pending is not None:
                 key, kind, outcome, log_entries = run.pending
@@ -388,13 +383,40 @@ def _finish_group(runs: list[tuple[ProcessRun, str, Any, dict | None]]) -> None:
         for proc in ended:
             _wake_parent(proc, now)
         Effect.objects.bulk_create(effects)
-        if release:
-            Lease.objects.filter(release, scope=LEASE_SCOPE).update(holder="", expires_at=now)
         ProcessEvent.objects.bulk_create(rows)
         for workspace, workspace_drafts in drafts.values():
             publish_many(workspace=workspace, drafts=workspace_drafts)  # last: the stream-head lock
     for run in recorded:
         run.pending = None  # only once committed: a failed group falls back to one by one
+
+
+def _release_live(held: list[tuple[str, int]], now: Any) -> set[str]:
+    """Release the leases among ``(key, token)`` that are still current and unexpired; return
+    their keys. On PostgreSQL one ``UPDATE ... RETURNING`` (the rows stay locked until commit)."""
+    from django.db.models import Q
+
+    from lashops.core.models import Lease
+
+    if not held:
+        return set()
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(Lease._meta.db_table)
+        pairs = ", ".join(["(%s, %s::bigint)"] * len(held))
+        sql = (
+            f"UPDATE {table} SET holder = '', expires_at = %s "
+            f"WHERE scope = %s AND holder <> '' AND expires_at >= %s AND (key, token) IN (VALUES {pairs}) "
+            "RETURNING key"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [now, LEASE_SCOPE, now, *(v for pair in held for v in pair)])
+            return {row[0] for row in cursor.fetchall()}
+    tokens = Q()
+    for key, token in held:
+        tokens |= Q(key=key, token=token)
+    current = Lease.objects.filter(tokens, scope=LEASE_SCOPE, expires_at__gte=now).exclude(holder="")
+    live = set(current.values_list("key", flat=True))
+    current.filter(key__in=live).update(holder="", expires_at=now)
+    return live
 
 
 # --- one run ---------------------------------------------------------------------------
@@ -404,16 +426,17 @@ class CancelWatch:
     """Cancel requests for a claimed batch, read for all of its runs in one statement.
 
     A run's first boundary (before its first operation: nothing of the definition has run
-    yet) asks here instead of reading its own row; the read is repeated once it is older than
+    yet) asks here instead of reading its own row. The claim's read of the rows counts as the
+    first; it is repeated (one statement for the batch) once older than
     ``LASHOPS_PROCESS_GROUP_COMMIT_SECONDS``, so a run waiting its turn in the batch still
     stops before its first step for a cancel requested while it was queued (seen within that
     window). Every later boundary of a run reads its own row, as before: a cancel made by or
     during a step stops the run at its next boundary."""
 
-    def __init__(self, process_ids: list[str]) -> None:
+    def __init__(self, process_ids: list[str], *, read_at: float | None = None) -> None:
         self.pending = set(process_ids)
-        self.requested: set[str] = set()
-        self.read_at: float | None = None
+        self.requested: set[str] = set()  # (a claim begins no run whose cancel it saw)
+        self.read_at = read_at  # the claim itself read the rows: its read counts as the first
 
     def cancelled(self, process_id: str) -> bool:
         max_age = float(settings.LASHOPS_PROCESS_GROUP_COMMIT_SECONDS)

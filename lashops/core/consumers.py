@@ -239,6 +239,10 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
             # which cleans connections up itself.
             await self.stream_event(message)
             return
+        if message["type"] == "stream.events":  # several events of one commit (events._send_all)
+            for event in message["events"]:
+                await self.stream_event({"event": event})
+            return
         await super().dispatch(message)
 
     async def stream_event(self, message: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -138,16 +138,19 @@ def lease_acquire(*, scope: str, key: str, holder: str, ttl: float) -> LeaseGran
 
 
 def lease_acquire_many(*, scope: str, keys: list[str], holder: str, ttl: float) -> dict[str, LeaseGrant]:
-    """``lease_acquire`` for a batch in three statements: take every free, expired or already
-    ours lease among ``keys`` (the token grows by one), create the missing ones (token 1), and
-    read back which ones ``holder`` now has. Keys held by someone else are left out. Run it
-    inside a transaction: on PostgreSQL the rows taken stay locked until it commits."""
+    """``lease_acquire`` for a batch: take every free, expired or already ours lease among
+    ``keys`` (the token grows by one), create the missing ones (token 1), and read back which
+    ones ``holder`` now has (on PostgreSQL the first two return it: one or two statements).
+    Keys held by someone else are left out. Run it inside a transaction: on PostgreSQL the
+    rows taken stay locked until it commits."""
     if not holder:
         raise InvalidInput("a lease holder id is required")
     if not keys:
         return {}
     now = timezone.now()
     expires = now + timedelta(seconds=ttl)
+    if connection.vendor == "postgresql":
+        return _lease_acquire_many_returning(scope, list(dict.fromkeys(keys)), holder, now, expires)
     claimable = Q(holder="") | Q(expires_at__lt=now) | Q(holder=holder)
     Lease.objects.filter(scope=scope, key__in=keys).filter(claimable).update(
         holder=holder, token=F("token") + 1, acquired_at=now, expires_at=expires
@@ -159,6 +162,36 @@ def lease_acquire_many(*, scope: str, keys: list[str], holder: str, ttl: float) 
     rows = Lease.objects.filter(scope=scope, key__in=keys, holder=holder, acquired_at=now).values_list("key", "token")
     return {
         key: LeaseGrant(scope=scope, key=key, holder=holder, token=token, expires_at=expires) for key, token in rows
+    }
+
+
+def _lease_acquire_many_returning(
+    scope: str, keys: list[str], holder: str, now: Any, expires: Any
+) -> dict[str, LeaseGrant]:
+    """``lease_acquire_many`` on PostgreSQL: the UPDATE and the INSERT return what they took, so
+    there is no read-back, and the INSERT runs only for keys that have no lease row yet."""
+    table = connection.ops.quote_name(Lease._meta.db_table)
+    marks = ", ".join(["%s"] * len(keys))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET holder = %s, token = token + 1, acquired_at = %s, expires_at = %s "
+            f"WHERE scope = %s AND key IN ({marks}) AND (holder = '' OR expires_at < %s OR holder = %s) "
+            "RETURNING key, token",
+            [holder, now, expires, scope, *keys, now, holder],
+        )
+        taken = dict(cursor.fetchall())
+        missing = [key for key in keys if key not in taken]
+        if missing:
+            rows = ", ".join(["(%s, %s, %s, 1, %s, %s)"] * len(missing))
+            cursor.execute(
+                f"INSERT INTO {table} (scope, key, holder, token, acquired_at, expires_at) VALUES {rows} "
+                "ON CONFLICT (scope, key) DO NOTHING RETURNING key, token",
+                [value for key in missing for value in (scope, key, holder, now, expires)],
+            )
+            taken.update(cursor.fetchall())
+    return {
+        key: LeaseGrant(scope=scope, key=key, holder=holder, token=token, expires_at=expires)
+        for key, token in taken.items()
     }
 
 
