@@ -79,6 +79,10 @@ class ProcessStartSpec:
     grant_session_ids: tuple[str, ...] = ()
 
 
+_DISPOSITIONS = frozenset(Disposition.values)
+_KINDS = frozenset(ProcessKind.values)
+
+
 def _new_process(
     *,
     workspace: Workspace,
@@ -94,12 +98,12 @@ def _new_process(
     path: str = "body",
 ) -> Process:
     """Validate a registration and build its unsaved row (``registration_hash`` set)."""
-    if disposition not in Disposition.values:
+    if disposition not in _DISPOSITIONS:
         raise InvalidInput(
             f"disposition must be one of {Disposition.values}",
             details=[{"path": f"{path}.disposition", "message": f"one of {Disposition.values}"}],
         )
-    if kind not in ProcessKind.values:
+    if kind not in _KINDS:
         raise InvalidInput(f"kind must be one of {ProcessKind.values}")
     version = 1
     if kind == ProcessKind.EXTERNAL:
