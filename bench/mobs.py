@@ -76,9 +76,12 @@ def main() -> None:
     for t in threads:
         t.join()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and ConsoleFrame.objects.filter(mob=mob, status="delivered").count() < 10:
+    while (
+        time.monotonic() < deadline
+        and ConsoleFrame.objects.filter(mob=mob, status__in=["delivered", "completed"]).count() < 10
+    ):
         time.sleep(0.05)
-    delivered = ConsoleFrame.objects.filter(mob=mob, status="delivered").count()
+    delivered = ConsoleFrame.objects.filter(mob=mob, status__in=["delivered", "completed"]).count()
     materializations = Identity.objects.get(mob=mob, key="member-0").materializations
     print(f"10 parallel sends to a dormant identity: {materializations} materialization(s), {delivered} delivered")
     from lashops.core.runner import shutdown

@@ -75,8 +75,10 @@ def dispatch(task: Task, **kwargs: Any) -> None:
 
 
 def shutdown(wait: bool = True) -> None:
+    """Stop the in-process pool. The lock is not held while waiting: a running task that dispatches
+    follow-up work (a turn's commit starting the next queued turn) needs it, and would deadlock."""
     global _pool
     with _pool_lock:
-        if _pool is not None:
-            _pool.shutdown(wait=wait)
-            _pool = None
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=wait)
