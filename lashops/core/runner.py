@@ -82,3 +82,21 @@ def shutdown(wait: bool = True) -> None:
         pool, _pool = _pool, None
     if pool is not None:
         pool.shutdown(wait=wait)
+
+
+def drain(timeout: float = 120.0) -> bool:
+    """Wait until in-process work, and the work it dispatches in turn, has finished. For short-lived
+    processes (management commands) that dispatch background work: at interpreter exit Python marks
+    the pool shut down, and a running task could no longer hand on its follow-up. Returns whether it
+    drained within ``timeout``."""
+    import time
+
+    global _pool
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with _pool_lock:
+            pool, _pool = _pool, None
+        if pool is None:
+            return True
+        pool.shutdown(wait=True)
+    return False

@@ -53,6 +53,9 @@ class Command(BaseCommand):
         from lashops.core.demo import seed_demo_content
 
         seed_demo_content(workspace=workspace)
+        from lashops.core.runner import drain
+
+        drain()  # let the demo's background turns and deliveries finish before this command exits
 
         active = ApiKey.objects.filter(workspace=workspace, revoked_at__isnull=True).count()
         self.stdout.write(
