@@ -55,6 +55,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="PostgreSQL only: runs in the PostgreSQL pass (DATABASE_URL)"))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Let the in-process runner finish what the test dispatched before fixtures tear down: a
+    background task still writing while a transactional test truncates the tables deadlocks."""
+    from lashops.core import runner
+
+    runner.drain(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     if not _reachable(TEST_REDIS_URL, 6379):
