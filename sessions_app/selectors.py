@@ -38,7 +38,12 @@ def transcript(*, session: Session) -> list[Node]:
     """The settled transcript: the committed path from the root to the session's leaf."""
     if not session.leaf_node_id:
         return []
-    rows = {n.node_id: n for n in Node.objects.filter(session=session)}
+    rows = {
+        n.node_id: n
+        for n in Node.objects.filter(session=session).only(
+            "node_id", "turn_id", "seq", "kind", "parent_id", "caused_by", "payload"
+        )
+    }
     path, cursor = [], session.leaf_node_id
     while cursor and cursor in rows:
         path.append(rows[cursor])

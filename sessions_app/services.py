@@ -299,21 +299,10 @@ def turn_drive(*, turn_id: str, holder: str | None = None) -> Turn:
 
 
 def _transcript(session: Session) -> list[dict[str, Any]]:
-    """The committed path from the root to the leaf, oldest first."""
-    if not session.leaf_node_id:
-        return []
-    rows = {
-        n.node_id: n
-        for n in Node.objects.filter(session=session).only("node_id", "kind", "parent_id", "payload", "caused_by")
-    }
-    path = []
-    cursor = session.leaf_node_id
-    while cursor and cursor in rows:
-        node = rows[cursor]
-        path.append(node.as_runtime_dict())
-        cursor = node.parent_id
-    path.reverse()
-    return path
+    """The settled transcript (sessions_app.selectors.transcript) in the engine's node shape."""
+    from sessions_app.selectors import transcript
+
+    return [node.as_runtime_dict() for node in transcript(session=session)]
 
 
 def _drive(turn: Turn, *, holder: str, token: int) -> Turn:
