@@ -185,6 +185,12 @@ LASHOPS_WORKER_STALE_SECONDS = env_float("LASHOPS_WORKER_STALE_SECONDS", 30.0, m
 LASHOPS_WORKER_FORGET_HOURS = env_float("LASHOPS_WORKER_FORGET_HOURS", 24.0, minimum=0.0)
 LASHOPS_WS_SEND_QUEUE = env_int("LASHOPS_WS_SEND_QUEUE", 1000, minimum=10)
 CELERY_BEAT_SCHEDULE["lashops-workers-prune"] = {"task": "lashops.core.workers_prune", "schedule": 3600.0}
+# Workers silent past LASHOPS_WORKER_STALE_SECONDS are reported (worker.stale) by this sweep.
+LASHOPS_WORKER_SWEEP_SECONDS = env_float("LASHOPS_WORKER_SWEEP_SECONDS", 5.0, minimum=0.1)
+CELERY_BEAT_SCHEDULE["lashops-workers-sweep"] = {
+    "task": "lashops.core.workers_sweep",
+    "schedule": LASHOPS_WORKER_SWEEP_SECONDS,
+}
 
 # --- mobs (mobs_app) ------------------------------------------------------------------
 LASHOPS_MOB_RUNTIME_ID = env_str("LASHOPS_MOB_RUNTIME_ID", "")  # lease holder id; default host:pid

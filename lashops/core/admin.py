@@ -4,9 +4,9 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from lashops.core import services
+from lashops.core import selectors, services
 from lashops.core.admin_tools import ReadOnlyInline
-from lashops.core.models import ApiKey, Effect, Event, Lease, Workspace
+from lashops.core.models import ApiKey, Effect, Event, Lease, WorkerHeartbeat, Workspace
 
 
 class ApiKeyInline(ReadOnlyInline):
@@ -118,4 +118,39 @@ class EffectAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    """Runner processes and their health. Read-only: the beats and the worker sweep write them."""
+
+    list_display = (
+        "worker_id",
+        "kind",
+        "host",
+        "pid",
+        "health",
+        "last_beat_at",
+        "stale_reported_at",
+        "in_flight_count",
+        "completed",
+    )
+    list_filter = (
+        "kind",
+        ("stale_reported_at", admin.EmptyFieldListFilter),
+        ("stopped_at", admin.EmptyFieldListFilter),
+    )
+    search_fields = ("worker_id", "host")
+    readonly_fields = [f.name for f in WorkerHeartbeat._meta.fields if f.name != "id"]
+    show_full_result_count = False
+
+    @admin.display(description="health")
+    def health(self, obj: WorkerHeartbeat) -> str:
+        health = selectors.worker_health(obj)
+        if health == "stale":
+            return "stale (reported)" if obj.stale_reported_at else "stale (not yet reported)"
+        return health
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -137,7 +137,8 @@ class WorkerHeartbeat(models.Model):
     """One row per runner process (a Celery pool process or an ASGI server's in-process driver),
     written every ``LASHOPS_WORKER_BEAT_SECONDS``. A row whose last beat is older than
     ``LASHOPS_WORKER_STALE_SECONDS`` is stale: the leases its holder prefix still holds are at risk
-    until they expire and the sweeper reclaims the work."""
+    until they expire and the sweeper reclaims the work. The worker sweep marks such a row once
+    (``stale_reported_at``) and publishes ``worker.stale``; its next beat clears the mark."""
 
     class Kind(models.TextChoices):
         CELERY = "celery", "Celery worker"
@@ -155,6 +156,11 @@ class WorkerHeartbeat(models.Model):
     in_flight_count = models.PositiveIntegerField(default=0)
     in_flight = models.JSONField(default=list, blank=True, help_text="Up to 50 items of work running now.")
     completed = models.BigIntegerField(default=0, help_text="Work items finished since start.")
+    stale_reported_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the worker sweep published worker.stale; cleared (worker.recovered) by its next beat.",
+    )
 
     class Meta:
         ordering = ["host", "pid"]

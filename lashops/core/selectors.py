@@ -112,6 +112,7 @@ def worker_report(*, now: datetime | None = None) -> list[dict[str, Any]]:
                 "last_beat_at": row.last_beat_at.isoformat(),
                 "seconds_since_beat": round((now - row.last_beat_at).total_seconds(), 1),
                 "health": health,
+                "stale_reported_at": row.stale_reported_at.isoformat() if row.stale_reported_at else None,
                 "in_flight_count": row.in_flight_count,
                 "in_flight": row.in_flight,
                 "completed": row.completed,

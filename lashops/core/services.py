@@ -297,25 +297,50 @@ def worker_beat(
     in_flight: list[dict[str, Any]],
     completed: int,
 ) -> WorkerHeartbeat:
-    """Record that a runner process is alive and what it is running (upsert over ``worker_id``)."""
+    """Record that a runner process is alive and what it is running (upsert over ``worker_id``).
+    A worker the sweep reported stale is back: the beat clears the mark and publishes
+    ``worker.recovered`` in the same transaction (once: the clearing UPDATE is conditional)."""
 
     now = timezone.now()
-    row, _ = WorkerHeartbeat.objects.update_or_create(
-        worker_id=worker_id,
-        defaults={
-            "kind": kind,
-            "host": host,
-            "pid": pid,
-            "holder_prefix": holder_prefix,
-            "queues": queues,
-            "started_at": started_at,
-            "last_beat_at": now,
-            "stopped_at": None,
-            "in_flight_count": len(in_flight),
-            "in_flight": in_flight[:50],
-            "completed": completed,
-        },
-    )
+    with transaction.atomic():
+        # Lock the row before reading the mark: against a sweep marking it, one waits for the other
+        # (row lock on PostgreSQL, IMMEDIATE transactions on SQLite), so either the sweep sees this
+        # fresh beat and marks nothing, or this beat sees the committed mark and reports the recovery.
+        stale_since = (
+            WorkerHeartbeat.objects.select_for_update()
+            .filter(worker_id=worker_id)
+            .values_list("stale_reported_at", flat=True)
+            .first()
+        )
+        recovered = (
+            stale_since is not None
+            and WorkerHeartbeat.objects.filter(worker_id=worker_id, stale_reported_at=stale_since).update(
+                stale_reported_at=None
+            )
+            == 1
+        )
+        row, _ = WorkerHeartbeat.objects.update_or_create(
+            worker_id=worker_id,
+            defaults={
+                "kind": kind,
+                "host": host,
+                "pid": pid,
+                "holder_prefix": holder_prefix,
+                "queues": queues,
+                "started_at": started_at,
+                "last_beat_at": now,
+                "stopped_at": None,
+                "in_flight_count": len(in_flight),
+                "in_flight": in_flight[:50],
+                "completed": completed,
+            },
+        )
+        if recovered:
+            _worker_publish(
+                type="worker.recovered",
+                row=row,
+                data={"stale_reported_at": stale_since.isoformat(), "health": "healthy"},
+            )
     return row
 
 
@@ -334,3 +359,67 @@ def workers_prune(*, older_than_hours: float | None = None) -> int:
     hours = older_than_hours if older_than_hours is not None else settings.LASHOPS_WORKER_FORGET_HOURS
     cutoff = timezone.now() - timedelta(hours=hours)
     return WorkerHeartbeat.objects.filter(last_beat_at__lt=cutoff).delete()[0]
+
+
+def workers_sweep(*, now: Any = None) -> list[str]:
+    """Report workers that stopped beating: every row silent for ``LASHOPS_WORKER_STALE_SECONDS``,
+    not stopped and not yet reported gets ``stale_reported_at`` and one durable ``worker.stale``
+    event (worker, host, pid, last beat, work in flight, leases at risk) on every workspace's fleet
+    stream, in one transaction per worker. Two sweepers racing report each worker once: the mark is
+    a conditional UPDATE whose row count decides who publishes. Returns the worker ids reported."""
+
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.LASHOPS_WORKER_STALE_SECONDS)
+    unreported = Q(stopped_at__isnull=True, stale_reported_at__isnull=True, last_beat_at__lt=cutoff)
+    reported = []
+    for pk in WorkerHeartbeat.objects.filter(unreported).order_by("pk").values_list("pk", flat=True)[:500]:
+        with transaction.atomic():
+            # On PostgreSQL a row another sweeper is reporting is skipped instead of waited for;
+            # the conditional UPDATE is what decides on SQLite, where this lock is a no-op.
+            row = WorkerHeartbeat.objects.select_for_update(skip_locked=True).filter(unreported, pk=pk).first()
+            if row is None or not WorkerHeartbeat.objects.filter(unreported, pk=pk).update(stale_reported_at=now):
+                continue
+            row.stale_reported_at = now
+            at_risk = [
+                {
+                    "scope": lease.scope,
+                    "key": lease.key,
+                    "holder": lease.holder,
+                    "expires_at": lease.expires_at.isoformat(),
+                }
+                for lease in Lease.objects.exclude(holder="")
+                .filter(holder__startswith=row.holder_prefix, expires_at__gte=now)
+                .order_by("scope", "key")[:200]
+            ]
+            _worker_publish(
+                type="worker.stale",
+                row=row,
+                data={
+                    "health": "stale",
+                    "stale_reported_at": now.isoformat(),
+                    "seconds_since_beat": round((now - row.last_beat_at).total_seconds(), 1),
+                    "stale_after_seconds": settings.LASHOPS_WORKER_STALE_SECONDS,
+                    "in_flight_count": row.in_flight_count,
+                    "in_flight": row.in_flight,
+                    "at_risk": at_risk,
+                },
+            )
+        reported.append(row.worker_id)
+    return reported
+
+
+def _worker_publish(*, type: str, row: WorkerHeartbeat, data: dict[str, Any]) -> None:
+    """A worker is shared by every workspace (each fleet page lists it), so a worker transition is
+    one durable event on each workspace's stream, written in the caller's transaction."""
+    from lashops.core.events import publish
+
+    payload = {
+        "worker_id": row.worker_id,
+        "kind": row.kind,
+        "host": row.host,
+        "pid": row.pid,
+        "last_beat_at": row.last_beat_at.isoformat(),
+        **data,
+    }
+    for workspace in Workspace.objects.order_by("pk"):  # pk order: stream heads locked in one order
+        publish(workspace=workspace, type=type, subject={"worker": row.worker_id}, data=payload)

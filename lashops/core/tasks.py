@@ -10,7 +10,7 @@ from django.db import transaction
 
 from lashops.core.events import publish
 from lashops.core.models import Workspace
-from lashops.core.services import events_prune, workers_prune
+from lashops.core.services import events_prune, workers_prune, workers_sweep
 
 
 @shared_task(name="lashops.core.events_prune")
@@ -21,6 +21,11 @@ def events_prune_task() -> int:
 @shared_task(name="lashops.core.workers_prune")
 def workers_prune_task() -> int:
     return workers_prune()
+
+
+@shared_task(name="lashops.core.workers_sweep")
+def workers_sweep_task() -> list[str]:
+    return workers_sweep()
 
 
 @shared_task(name="lashops.core.runner_probe")
