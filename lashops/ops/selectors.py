@@ -11,19 +11,82 @@ app is not there yet shows that rather than failing.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.apps import apps
-from django.db.models import Count, Sum
-from django.db.models.functions import TruncMinute
+from django.db.models import Count, F, Sum, Value
+from django.db.models.functions import ExtractMinute, Floor, TruncHour, TruncMinute
 from django.utils import timezone
 
+from lashops.core.errors import InvalidInput
 from lashops.core.events import envelope
 from lashops.core.models import Event, Workspace
 from lashops.core.selectors import latest_committed_cursor, leases_held, worker_report
 
-BURN_MINUTES = 60
+TURNS_PER_MINUTE_WINDOW = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class BurnRange:
+    """A window of the burn charts and the width of one point on them."""
+
+    name: str
+    span: timedelta
+    bucket: timedelta
+
+
+# A few dozen to a couple of hundred points per series, whatever the window.
+BURN_RANGES = {
+    r.name: r
+    for r in (
+        BurnRange("1h", timedelta(hours=1), timedelta(minutes=1)),
+        BurnRange("24h", timedelta(hours=24), timedelta(minutes=15)),
+        BurnRange("7d", timedelta(days=7), timedelta(hours=1)),
+    )
+}
+DEFAULT_BURN_RANGE = "1h"
+
+
+def burn_range(value: str | None) -> BurnRange:
+    """The burn window named by ``?range=`` (``1h`` when absent); ``InvalidInput`` otherwise."""
+    if value is None or value == "":
+        return BURN_RANGES[DEFAULT_BURN_RANGE]
+    try:
+        return BURN_RANGES[value]
+    except KeyError:
+        allowed = list(BURN_RANGES)
+        raise InvalidInput(
+            f"range must be one of {', '.join(allowed)} (got {value[:20]!r})",
+            code="invalid_range",
+            details=[{"path": "range", "message": f"expected one of {allowed}", "type": "enum"}],
+        ) from None
+
+
+def burn_window(window: BurnRange, *, now: datetime) -> tuple[datetime, datetime]:
+    """(first bucket's start, now): whole buckets, the current (partial) one last, so a point
+    never moves to another bucket between two reads."""
+    seconds = int(window.bucket.total_seconds())
+    epoch = datetime(1970, 1, 1, tzinfo=now.tzinfo)
+    current = epoch + timedelta(seconds=int((now - epoch).total_seconds()) // seconds * seconds)
+    return current - (window.span - window.bucket), now
+
+
+def _bucket_of(window: BurnRange) -> dict[str, Any]:
+    """Annotations that put a row in its bucket, computed by the database (SQLite and PostgreSQL)."""
+    minutes = int(window.bucket.total_seconds()) // 60
+    if minutes == 1:
+        return {"bucket": TruncMinute("created_at")}
+    if minutes == 60:
+        return {"bucket": TruncHour("created_at")}
+    if 60 % minutes:
+        raise ValueError(f"a sub-hour bucket must divide the hour, not {minutes} minutes")
+    return {"bucket": TruncHour("created_at"), "slot": Floor(ExtractMinute("created_at") / Value(minutes))}
+
+
+def _bucket_start(row: dict[str, Any], window: BurnRange) -> datetime:
+    return row["bucket"] + int(row.get("slot") or 0) * window.bucket
 
 
 def model_or_none(app_label: str, name: str) -> Any:
@@ -74,53 +137,70 @@ def fleet_counts(*, workspace: Workspace) -> dict[str, Any]:
     }
 
 
-def fleet_snapshot(*, workspace: Workspace) -> dict[str, Any]:
-    """Everything the fleet page draws: counts, turns per minute, workers, token and cost burn."""
-    from sessions_app.models import Turn, UsageRecord
+def fleet_snapshot(*, workspace: Workspace, range_name: str | None = None) -> dict[str, Any]:
+    """Everything the fleet page draws: counts, turns per minute, workers, and token and cost
+    burn over ``range_name`` (``1h`` by the minute, ``24h`` by 15 minutes, ``7d`` by the hour).
+    Raises ``InvalidInput`` for any other range."""
+    from sessions_app.models import Turn
 
+    window = burn_range(range_name)
     cursor = latest_committed_cursor(workspace=workspace)
     now = timezone.now()
-    since = now - timedelta(minutes=BURN_MINUTES)
     turns_per_minute = [
         {"t": row["minute"].isoformat(), "n": row["n"]}
-        for row in Turn.objects.filter(session__workspace=workspace, created_at__gte=since)
+        for row in Turn.objects.filter(session__workspace=workspace, created_at__gte=now - TURNS_PER_MINUTE_WINDOW)
         .annotate(minute=TruncMinute("created_at"))
         .values("minute")
         .annotate(n=Count("pk"))
         .order_by("minute")
     ]
-    usage = list(
-        UsageRecord.objects.filter(session__workspace=workspace, created_at__gte=since)
-        .annotate(minute=TruncMinute("created_at"))
-        .values("minute", "session_id", "provider", "model")
-        .annotate(tokens=Sum("input_tokens") + Sum("output_tokens"), cost=Sum("cost_usd"))
-        .order_by("minute")
-    )
-    owners = _session_owners(workspace, {row["session_id"] for row in usage})
-    burn: dict[str, dict[str, dict[str, list]]] = {"model": {}, "mob": {}, "profile": {}}
-    for row in usage:
-        mob, profile = owners.get(row["session_id"], ("(no mob)", "(no profile)"))
-        keys = {"model": f"{row['provider']}:{row['model']}", "mob": mob, "profile": profile}
-        for dimension, key in keys.items():
-            series = burn[dimension].setdefault(key, defaultdict(lambda: [0, 0.0]))
-            point = series[row["minute"].isoformat()]
-            point[0] += int(row["tokens"] or 0)
-            point[1] += float(row["cost"] or 0)
-    burn_out = {
-        dimension: {
-            key: [{"t": t, "tokens": v[0], "cost": round(v[1], 6)} for t, v in sorted(series.items())]
-            for key, series in by_key.items()
-        }
-        for dimension, by_key in burn.items()
-    }
+    since, until = burn_window(window, now=now)
     return {
         "cursor": cursor,
         "workspace": workspace.slug,
         "counts": fleet_counts(workspace=workspace),
         "turns_per_minute": turns_per_minute,
-        "burn": burn_out,
+        "burn": burn_series(workspace=workspace, window=window, since=since),
+        "burn_range": {
+            "range": window.name,
+            "bucket_seconds": int(window.bucket.total_seconds()),
+            "since": since.isoformat(),
+            "until": until.isoformat(),
+            "choices": list(BURN_RANGES),
+        },
         "workers": worker_report(now=now),
         "events": recent_events(workspace=workspace, limit=30),
+    }
+
+
+def burn_series(*, workspace: Workspace, window: BurnRange, since: datetime) -> dict[str, dict[str, list]]:
+    """Tokens and cost per bucket since ``since``, by model, by mob and by profile:
+    ``{dimension: {key: [{"t", "tokens", "cost"}]}}`` with ``t`` the bucket's start."""
+    from sessions_app.models import UsageRecord
+
+    bucket = _bucket_of(window)
+    usage = list(
+        UsageRecord.objects.filter(session__workspace=workspace, created_at__gte=since)
+        .annotate(**bucket)
+        .values(*bucket, "session_id", "provider", "model")
+        .annotate(tokens=Sum(F("input_tokens") + F("output_tokens")), cost=Sum("cost_usd"))
+    )
+    owners = _session_owners(workspace, {row["session_id"] for row in usage})
+    burn: dict[str, dict[str, dict[str, list]]] = {"model": {}, "mob": {}, "profile": {}}
+    for row in usage:
+        t = _bucket_start(row, window).isoformat()
+        mob, profile = owners.get(row["session_id"], ("(no mob)", "(no profile)"))
+        keys = {"model": f"{row['provider']}:{row['model']}", "mob": mob, "profile": profile}
+        for dimension, key in keys.items():
+            point = burn[dimension].setdefault(key, defaultdict(lambda: [0, 0.0]))[t]
+            point[0] += int(row["tokens"] or 0)
+            point[1] += float(row["cost"] or 0)
+    return {
+        dimension: {
+            key: [{"t": t, "tokens": v[0], "cost": round(v[1], 6)} for t, v in sorted(series.items())]
+            for key, series in by_key.items()
+        }
+        for dimension, by_key in burn.items()
     }
 
 

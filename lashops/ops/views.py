@@ -9,6 +9,8 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
+from lashops.core.errors import InvalidInput
+from lashops.core.middleware import error_response
 from lashops.core.models import Workspace
 from lashops.ops import selectors
 
@@ -44,12 +46,21 @@ def _page(request: HttpRequest, template: str, snapshot: dict[str, Any] | None, 
 @staff_member_required
 def fleet(request: HttpRequest) -> HttpResponse:
     workspace = current_workspace(request)
-    return _page(request, "ops/fleet.html", selectors.fleet_snapshot(workspace=workspace))
+    try:
+        snapshot = selectors.fleet_snapshot(workspace=workspace, range_name=request.GET.get("range"))
+    except InvalidInput as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    return _page(request, "ops/fleet.html", snapshot)
 
 
 @staff_member_required
 def fleet_json(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(selectors.fleet_snapshot(workspace=current_workspace(request)))
+    """The fleet page's state; ``?range=1h|24h|7d`` picks the burn charts' window (422 otherwise)."""
+    try:
+        snapshot = selectors.fleet_snapshot(workspace=current_workspace(request), range_name=request.GET.get("range"))
+    except InvalidInput as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    return JsonResponse(snapshot)
 
 
 @staff_member_required

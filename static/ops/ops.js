@@ -137,6 +137,8 @@
     var xs = [], ys = [0];
     names.forEach(function (n) { series[n].forEach(function (p) { xs.push(Date.parse(p.t)); ys.push(p.v); }); });
     var x0 = Math.min.apply(null, xs), x1 = Math.max.apply(null, xs), y1 = Math.max.apply(null, ys) || 1;
+    if (opts.from) { x0 = Math.min(x0, Date.parse(opts.from)); }  // a fixed window (the burn range)
+    if (opts.to) { x1 = Math.max(x1, Date.parse(opts.to)); }
     if (x1 === x0) { x0 -= 60000; x1 += 60000; }
     function X(t) { return P + (W - 2 * P) * (Date.parse(t) - x0) / (x1 - x0); }
     function Y(v) { return H - P + -(H - 2 * P) * v / y1; }
@@ -152,6 +154,15 @@
     label.setAttribute("x", 2); label.setAttribute("y", P - 8); label.setAttribute("class", "tick");
     label.textContent = (opts.format || String)(y1);
     svg.appendChild(label);
+    if (opts.from) {
+      [[x0, P, "start"], [x1, W - P, "end"]].forEach(function (tick) {
+        var t = document.createElementNS(ns, "text");
+        t.setAttribute("x", tick[1]); t.setAttribute("y", H - P + 14); t.setAttribute("class", "tick");
+        t.setAttribute("text-anchor", tick[2]);
+        t.textContent = timeLabel(tick[0], x1 - x0);
+        svg.appendChild(t);
+      });
+    }
     var legend = el("div", { cls: "legend" });
     names.forEach(function (n, i) {
       var pts = series[n].slice().sort(function (a, b) { return Date.parse(a.t) - Date.parse(b.t); });
@@ -171,6 +182,12 @@
     });
     container.appendChild(svg);
     container.appendChild(legend);
+  }
+
+  /* A compact local time for an axis end, with the date when the window is longer than a few hours. */
+  function timeLabel(ms, span) {
+    var d = new Date(ms), hm = ("0" + d.getHours()).slice(-2) + ":" + ("0" + d.getMinutes()).slice(-2);
+    return span > 6 * 3600000 ? (d.getMonth() + 1) + "/" + d.getDate() + " " + hm : hm;
   }
 
   /* nodes: [{id, group}], edges: [{a, b}] -> an SVG graph on a circle. */
