@@ -1,14 +1,16 @@
 """Fan-out latency: 100 WebSocket clients on one mob console through channels-redis on a real
-daphne server; 1,000 durable frames published; publish-to-receive p50/p99 against a raw
-channel-layer ``group_send`` to 100 channels measured in the same run, with the same layer and
-the same publishing rate.
+ASGI server (uvicorn as in production, or daphne); 1,000 durable frames published;
+publish-to-receive p50/p99 against a raw channel-layer ``group_send`` to 100 channels measured in
+the same run, with the same layer and the same publishing rate. Also prints the CPU each side
+spent per delivery (raw: the publisher and its 100 receivers; LashOps: the server processes).
 
     REDIS_URL=redis://127.0.0.1:6379/6 .venv/bin/python bench/fanout.py \\
         [--clients 100] [--frames 1000] [--interval-ms 20] [--layer redis|redis_pubsub] [--client-procs 4] \\
-        [--servers 1]
+        [--server uvicorn|daphne] [--servers 1]
 
 Clients are spread over ``--client-procs`` processes so the measuring side is not the bottleneck.
 Uses a throwaway SQLite database unless DATABASE_URL is set. Target: p99 <= 2x the baseline p99.
+Latency figures are only worth comparing on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (``/proc``, Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -139,7 +147,8 @@ def main() -> None:
         "--layer", choices=["redis", "redis_pubsub"], default=os.environ.get("LASHOPS_CHANNEL_LAYER", "redis")
     )
     parser.add_argument("--client-procs", type=int, default=4)
-    parser.add_argument("--servers", type=int, default=1, help="daphne processes sharing the sockets")
+    parser.add_argument("--servers", type=int, default=1, help="server processes sharing the sockets")
+    parser.add_argument("--server", choices=["uvicorn", "daphne"], default="uvicorn", help="the ASGI server")
     parser.add_argument("--warmup", type=int, default=20, help="frames published first and not counted")
     args = parser.parse_args()
     redis_url = os.environ.get("REDIS_URL")
@@ -161,7 +170,7 @@ def main() -> None:
     from lashops.core.events import publish
     from lashops.core.services import api_key_create, workspace_get_or_create
     from mobs_app.models import Mob
-    from tests.live.server import DaphneServer, free_port
+    from tests.live.server import AsgiServer, free_port
 
     redis.Redis.from_url(redis_url).flushdb()
     call_command("migrate", verbosity=0)
@@ -169,15 +178,18 @@ def main() -> None:
     token = api_key_create(workspace=workspace, name="bench").plaintext
     mob, _ = Mob.objects.get_or_create(workspace=workspace, mob_id="bench")  # bench fixture only
 
+    cpu0 = time.process_time()
     base = asyncio.run(baseline(get_channel_layer(), args.clients, args.frames, args.interval_ms / 1000, args.warmup))
+
+    base_cpu = time.process_time() - cpu0  # publisher and 100 receivers, one process
 
     def publish_frame(i: int) -> None:
         publish(workspace=workspace, type="bench.frame", subject={"mob": str(mob.pk)}, data={"i": i})
 
-    log = Path(tempfile.mkdtemp()) / "daphne.log"
+    log = Path(tempfile.mkdtemp()) / "server.log"
     servers = []
     for _ in range(args.servers):
-        server = DaphneServer(log_path=log, redis_url=redis_url, port=free_port())
+        server = AsgiServer(log_path=log, redis_url=redis_url, port=free_port(), server=args.server)
         server.env["DATABASE_URL"] = os.environ["DATABASE_URL"]
         server.env["LASHOPS_WS_SEND_QUEUE"] = os.environ["LASHOPS_WS_SEND_QUEUE"]
         server.env["LASHOPS_CHANNEL_LAYER"] = args.layer
@@ -187,7 +199,9 @@ def main() -> None:
     try:
         for server in servers:
             server.start()
+        cpu_before = [cpu_seconds(server.proc.pid) for server in servers]
         served, after_commit = through_server([s.port for s in servers], token, "bench", publish_frame, args)
+        server_cpu = sum(cpu_seconds(s.proc.pid) - c for s, c in zip(servers, cpu_before, strict=True))
     finally:
         for server in servers:
             server.stop()
@@ -200,6 +214,11 @@ def main() -> None:
     )
     print(f"baseline raw group_send: p50 {b50:.2f} ms  p99 {b99:.2f} ms  (mean {statistics.mean(base) * 1000:.2f})")
     print(f"lashops mob console:     p50 {s50:.2f} ms  p99 {s99:.2f} ms  (mean {statistics.mean(served) * 1000:.2f})")
+    deliveries = args.clients * args.frames
+    print(
+        f"CPU per delivery: raw (publisher + receivers) {base_cpu / deliveries * 1e6:.1f} us, "
+        f"lashops server(s) {server_cpu / deliveries * 1e6:.1f} us"
+    )
     c50, c99 = pct(after_commit, 0.50), pct(after_commit, 0.99)
     print(f"  of which after commit: p50 {c50:.2f} ms  p99 {c99:.2f} ms  (the rest is the event row's INSERT+COMMIT)")
     print(

@@ -25,8 +25,12 @@ class CoreConfig(AppConfig):
 
 
 def serving_asgi() -> bool:
-    """True in a process that serves HTTP (daphne, or runserver's serving child)."""
-    if "daphne" in os.path.basename(sys.argv[0]):
+    """True in a process that serves HTTP (uvicorn or daphne, as a script or with ``python -m``,
+    or runserver's serving child)."""
+    program = os.path.basename(sys.argv[0])
+    if program == "__main__.py":  # python -m <package>: name the package instead
+        program = os.path.basename(os.path.dirname(sys.argv[0]))
+    if program.startswith(("daphne", "uvicorn")):
         return True
     return (
         len(sys.argv) > 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -25,7 +26,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from lashops.core import live
+from lashops.core import backpressure, fanout, live
 from lashops.core.auth import bearer_token, workspace_for_user
 from lashops.core.events import envelope
 from lashops.core.models import Workspace
@@ -80,16 +81,19 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
     which durable rows belong to the stream (``stream_filter``) and may authorise the
     subject (``authorize``).
 
-    Live messages are taken off the channel layer at once into a bounded per-socket queue
-    (``LASHOPS_WS_SEND_QUEUE``) drained by a writer task, so a slow socket never makes the
-    layer's own buffer overflow silently and never slows a publisher. When the queue is full
-    the socket is *behind*: what is queued and what arrives is dropped, and the client gets
-    ``stream.gap`` (reason ``slow_consumer``) with ``latest_cursor``; it reloads state and
-    continues from there (or fetches the missed range over HTTP from ``requested_cursor``).
+    Live messages reach the socket through the process's fan-out hub (``lashops.core.fanout``:
+    one channel-layer subscription per group per process), which puts them on a bounded
+    per-socket queue (``LASHOPS_WS_SEND_QUEUE``) drained by a writer task, so a slow socket
+    never slows a publisher or the other sockets. When the queue is full the socket is
+    *behind*: what is queued and what arrives is dropped, and the client gets ``stream.gap``
+    (reason ``slow_consumer``) with ``latest_cursor``; it reloads state and continues from
+    there (or fetches the missed range over HTTP from ``requested_cursor``).
 
-    Streams whose cursors are contiguous (``contiguous = True``: the fleet stream holds every
-    cursor of the workspace) also heal small holes, such as a message the channel layer
-    dropped, by replaying the missing range from the database before forwarding."""
+    Messages the channel layer lost are recovered from the database: the hub notices a jump in
+    a publisher's sequence (or a failed read) and calls ``resync``, and the socket catches up on
+    its stream's durable events it has not sent. Streams whose cursors are contiguous
+    (``contiguous = True``: the fleet stream holds every cursor of the workspace) also heal a
+    hole they see in the cursors themselves."""
 
     contiguous = False
     workspace: Workspace
@@ -108,9 +112,11 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
     async def authorize(self) -> bool:
         return True
 
-    async def transmit(self, payload: dict[str, Any]) -> None:
-        """Write one message to the socket (the one place sends go through)."""
-        await self.send_json(payload)
+    async def transmit(self, payload: dict[str, Any], text: str | None = None) -> None:
+        """Write one message to the socket (the one place sends go through); ``text`` is its
+        JSON when already encoded (live events are encoded once per process, not per socket)."""
+        await self.gate.wait()  # daphne never blocks a send: wait while the socket's buffer is full
+        await self.send(text_data=text if text is not None else json.dumps(payload))
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -129,8 +135,12 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
         self.behind = False
         self.dropped = 0
         self.joined: list[str] = []
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=settings.LASHOPS_WS_SEND_QUEUE)
+        self.hub = fanout.hub()
+        self.queue: asyncio.Queue[tuple[dict[str, Any], str] | None] = asyncio.Queue(
+            maxsize=settings.LASHOPS_WS_SEND_QUEUE
+        )
         self.writer: asyncio.Task | None = None
+        self.gate = backpressure.write_gate(self)
         await self.accept()
         params = query_params(self.scope)
         after_raw = params.get("after")
@@ -151,8 +161,8 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
         # Join first, then replay: anything committed after the replay query arrives live and
         # is buffered; anything in both is dropped by cursor.
         for group in self.stream_groups():
-            await self.channel_layer.group_add(group, self.channel_name)
             self.joined.append(group)
+            await self.hub.subscribe(group, self)
         if after < pruned:
             latest = await self._committed_cursor()
             await self.transmit(
@@ -170,15 +180,15 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
         self.sent_live: collections.OrderedDict[int, None] = collections.OrderedDict()
         while self.buffer_overflow:  # a long replay outran the buffer: replay again from the database
             self.buffer_overflow = False
-            self.buffer = [e for e in self.buffer if e.get("cursor") is not None]
+            self.buffer = [item for item in self.buffer if item[0].get("cursor") is not None]
             replayed += await self._replay()
         await self.transmit(
             {"type": "stream.ready", "data": {"after": after, "latest_cursor": self.last_sent, "replayed": replayed}}
         )
         buffered, self.buffer = self.buffer, []
         self.buffering = False
-        for event in buffered:
-            await self._forward(event)
+        for event, text in buffered:
+            await self._forward(event, text)
         self.writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def disconnect(self, code: int) -> None:
@@ -186,7 +196,7 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
         if writer is not None:
             writer.cancel()
         for group in getattr(self, "joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
+            await self.hub.unsubscribe(group, self)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "ping":
@@ -218,10 +228,11 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
                 return total
 
     @database_sync_to_async
-    def _load(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        """Rows after ``after``, and the prune mark read *after* them: a prune deletes and raises
-        the mark in one transaction, so a delete that hid rows from this read shows in the mark."""
-        rows = events_after(workspace=self.workspace, after=after, limit=limit, **self.stream_filter())
+    def _load(self, after: int, limit: int, through: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Rows after ``after`` (up to ``through``), and the prune mark read *after* them: a prune
+        deletes and raises the mark in one transaction, so a delete that hid rows from this read
+        shows in the mark."""
+        rows = events_after(workspace=self.workspace, after=after, through=through, limit=limit, **self.stream_filter())
         events = [envelope(e, self.workspace.slug) for e in rows]
         pruned, _ = stream_bounds(workspace=self.workspace)
         return events, pruned
@@ -230,73 +241,105 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
     def _committed_cursor(self) -> int:
         return latest_committed_cursor(workspace=self.workspace)
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        if message["type"] == "stream.event":
-            # The hot path, once per event per socket. Channels runs close_old_connections() in the
-            # one thread-sensitive executor before every handler: a thread hop per message that
-            # serialised a 100-socket fan-out to ~0.4 ms a delivery (bench/fanout.py). This
-            # handler never touches the ORM; what it triggers goes through database_sync_to_async,
-            # which cleans connections up itself.
-            await self.stream_event(message)
-            return
-        if message["type"] == "stream.events":  # several events of one commit (events._send_all)
-            for event in message["events"]:
-                await self.stream_event({"event": event})
-            return
-        await super().dispatch(message)
+    # --- called by the fan-out hub (never block) ---------------------------------------
 
-    async def stream_event(self, message: dict[str, Any]) -> None:
-        event = message["event"]
+    def deliver(self, event: dict[str, Any], text: str) -> None:
         if self.buffering:
             if len(self.buffer) >= settings.LASHOPS_WS_SEND_QUEUE:
                 self.buffer_overflow = True
                 return
-            self.buffer.append(event)
+            self.buffer.append((event, text))
             return
+        self._enqueue((event, text))
+
+    def resync(self, reason: str) -> None:
+        if self.buffering:
+            self.buffer_overflow = True  # connect() replays from the database again
+            return
+        self._enqueue(None)  # the writer catches up from the database at this point
+
+    def _enqueue(self, item: tuple[dict[str, Any], str] | None) -> None:
         if self.behind:
             self.dropped += 1
             return
         try:
-            self.queue.put_nowait(event)
+            self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.behind = True
             self.dropped += 1
 
+    # --- the writer ---------------------------------------------------------------------
+
     async def _write_loop(self) -> None:
         while True:
-            event = await self.queue.get()
+            item = await self.queue.get()
             if self.behind:
                 await self._resync()
-                continue
-            await self._forward(event)
+            elif item is None:
+                await self._catch_up()
+            else:
+                await self._forward(*item)
 
     async def _resync(self) -> None:
         """The socket fell too far behind: drop what is queued and tell the client where to resume."""
         dropped = self.dropped + self.queue.qsize() + 1
         while not self.queue.empty():
             self.queue.get_nowait()
+        self.dropped = 0
+        self.behind = False
+        await self._gap("slow_consumer", dropped=dropped)
+
+    async def _gap(self, reason: str, **extra: Any) -> None:
+        """Tell the client to reload state and continue from the latest committed cursor."""
         requested = self.last_sent
         latest = max(await self._committed_cursor(), requested)
         self.last_sent = latest
         self.replayed_through = latest  # the client reloads state up to here
-        self.dropped = 0
-        self.behind = False
         await self.transmit(
             {
                 "type": "stream.gap",
-                "data": {
-                    "requested_cursor": requested,
-                    "latest_cursor": latest,
-                    "reason": "slow_consumer",
-                    "dropped": dropped,
-                },
+                "data": {"requested_cursor": requested, "latest_cursor": latest, "reason": reason, **extra},
             }
         )
 
-    async def _forward(self, event: dict[str, Any]) -> None:
+    async def _catch_up(self) -> None:
+        """Send the stream's durable events the channel layer may have lost: everything after
+        ``replayed_through`` that has not gone out live, up to the cursor committed now (every
+        lower cursor has committed too, so nothing below it can arrive later)."""
+        if self.contiguous:
+            await self._replay()
+            return
+        through = await self._committed_cursor()
+        after = self.replayed_through
+        batch = settings.LASHOPS_WS_REPLAY_BATCH
+        while after < through:
+            rows, pruned = await self._load(after, batch, through)
+            if pruned > after:
+                await self._gap("trimmed")
+                return
+            for event in rows:
+                after = event["cursor"]
+                if self._seen(after):
+                    continue
+                await self.transmit(event)
+            if len(rows) < batch:
+                break
+        self.replayed_through = max(self.replayed_through, through)
+        self.last_sent = max(self.last_sent, through)
+
+    def _seen(self, cursor: int) -> bool:
+        """Whether a filtered stream already sent ``cursor``; remembers it if not."""
+        if cursor <= self.replayed_through or cursor in self.sent_live:
+            return True
+        self.sent_live[cursor] = None
+        if len(self.sent_live) > LIVE_DEDUPE_WINDOW:
+            self.sent_live.popitem(last=False)
+        return False
+
+    async def _forward(self, event: dict[str, Any], text: str) -> None:
         cursor = event.get("cursor")
         if cursor is None:
-            await self.transmit(event)  # live lane
+            await self.transmit(event, text)  # live lane
             return
         if self.contiguous:
             if cursor > self.last_sent + 1:
@@ -304,17 +347,14 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
             if cursor <= self.last_sent:
                 return  # already replayed
             self.last_sent = cursor
-            await self.transmit(event)
+            await self.transmit(event, text)
             return
-        # A filtered stream cannot see holes, and two publishing processes may deliver cursor N+1
-        # before N: drop only what was replayed or already sent, never a late arrival.
-        if cursor <= self.replayed_through or cursor in self.sent_live:
+        # Two publishing processes may deliver cursor N+1 before N: drop only what was replayed
+        # or already sent, never a late arrival.
+        if self._seen(cursor):
             return
-        self.sent_live[cursor] = None
-        if len(self.sent_live) > LIVE_DEDUPE_WINDOW:
-            self.sent_live.popitem(last=False)
         self.last_sent = max(self.last_sent, cursor)
-        await self.transmit(event)
+        await self.transmit(event, text)
 
     async def _error(self, code: str, message: str) -> None:
         await self.transmit({"type": "stream.error", "data": {"code": code, "message": message}})

@@ -8,14 +8,18 @@ instead of opening a new pool per send.
 
 Every send goes through one FIFO queue per loop, drained by a single task: messages leave in the
 order they were published (independent tasks could overtake each other on a slow network), and
-publishers only enqueue, so a slow layer never stalls them.
+publishers only enqueue, so a slow layer never stalls them. The drain stamps each message with its
+``origin`` and a per-group ``seq`` so a receiving server (``lashops.core.fanout``) can tell when the
+layer lost one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
+import uuid
 import weakref
 from typing import Any
 
@@ -45,12 +49,21 @@ def _own_loop() -> asyncio.AbstractEventLoop:
         return _private_loop
 
 
+SEQUENCES_REMEMBERED = 10_000  # groups whose count a sender keeps; a forgotten group restarts at 1
+
+
 async def _drain(queue: asyncio.Queue) -> None:
+    origin = uuid.uuid4().hex[:16]
+    seqs: collections.OrderedDict[str, int] = collections.OrderedDict()
     while True:
         group, message = await queue.get()
+        seq = seqs.pop(group, 0) + 1
+        seqs[group] = seq
+        if len(seqs) > SEQUENCES_REMEMBERED:
+            seqs.popitem(last=False)
         layer = get_channel_layer()
         try:
-            await layer.group_send(group, message)
+            await layer.group_send(group, {**message, "origin": origin, "seq": seq})
         except Exception as exc:  # the durable lane holds the event; a lost live send is recoverable
             log.warning("live send to %s failed: %s", group, exc)
         finally:

@@ -17,10 +17,20 @@ def api_key_list(*, workspace: Workspace) -> QuerySet[ApiKey]:
 
 
 def events_after(
-    *, workspace: Workspace, after: int, limit: int, session_id: str = "", process_only: bool = False, mob_id: str = ""
+    *,
+    workspace: Workspace,
+    after: int,
+    limit: int,
+    through: int | None = None,
+    session_id: str = "",
+    process_only: bool = False,
+    mob_id: str = "",
 ) -> QuerySet[Event]:
-    """Durable events after ``after`` in cursor order, optionally narrowed to one stream."""
+    """Durable events after ``after`` (up to ``through``) in cursor order, optionally narrowed to
+    one stream."""
     qs = Event.objects.filter(workspace=workspace, cursor__gt=after)
+    if through is not None:
+        qs = qs.filter(cursor__lte=through)
     if session_id:
         qs = qs.filter(session_id=session_id)
     if process_only:

@@ -1,4 +1,4 @@
-"""Headless Chromium against a real daphne server (tests/live/server.py). Screenshots go to
+"""Headless Chromium against a real ASGI server (uvicorn, as in production; tests/live/server.py). Screenshots go to
 test-artifacts/ (gitignored)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import service_missing
-from tests.live.server import DaphneServer
+from tests.live.server import AsgiServer
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"
@@ -19,7 +19,7 @@ ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"
 def server(transactional_db, tmp_path):
     if not os.path.exists(CHROMIUM):
         service_missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    srv = DaphneServer(log_path=tmp_path / "daphne.log").start()
+    srv = AsgiServer(log_path=tmp_path / "server.log").start()
     yield srv
     srv.stop()
 

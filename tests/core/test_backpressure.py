@@ -3,10 +3,14 @@ nothing is logged; tests/live/test_stalled_socket.py covers the gate on a real d
 
 import logging
 
+import pytest
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.testing import WebsocketCommunicator
 
 from lashops.core.backpressure import OPEN, write_gate
+
+# Channels closes stale database connections around every handler, whichever consumer it is.
+pytestmark = pytest.mark.django_db
 
 
 class GateProbe(AsyncJsonWebsocketConsumer):

@@ -21,9 +21,9 @@ TOTAL = 10_000
 class SlowReaderFleetConsumer(FleetConsumer):
     """Writes to its socket slowly, like a client on a bad link."""
 
-    async def transmit(self, payload):
+    async def transmit(self, payload, text=None):
         await asyncio.sleep(0.002)
-        await super().transmit(payload)
+        await super().transmit(payload, text)
 
 
 slow_application = LoopBindingMiddleware(

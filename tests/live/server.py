@@ -1,5 +1,6 @@
-"""A real ASGI server for tests: ``daphne lashops.asgi:application`` in a subprocess on a free
-port, against this test run's database (and Redis channel layer when given)."""
+"""A real ASGI server for tests: ``uvicorn lashops.asgi:application`` (the production server, with
+the flags the README gives) or ``daphne`` (what ``runserver`` runs) in a subprocess on a free port,
+against this test run's database (and Redis channel layer when given)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class DaphneServer:
-    def __init__(self, *, log_path: Path, redis_url: str = "", port: int | None = None, extra_env: dict | None = None):
+UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio", "--lifespan", "off"]
+
+
+class AsgiServer:
+    def __init__(
+        self,
+        *,
+        log_path: Path,
+        redis_url: str = "",
+        port: int | None = None,
+        extra_env: dict | None = None,
+        server: str = "uvicorn",
+        application: str = "lashops.asgi:application",
+    ):
+        if server not in ("uvicorn", "daphne"):
+            raise ValueError(f"server must be uvicorn or daphne, not {server!r}")
+        self.server = server
+        self.application = application
         self.port = port or free_port()
         self.log_path = log_path
         self.env = dict(os.environ)
@@ -46,10 +63,16 @@ class DaphneServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> DaphneServer:
+    def command(self) -> list[str]:
+        if self.server == "uvicorn":
+            host = ["--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"]
+            return [sys.executable, "-m", "uvicorn", *host, *UVICORN_FLAGS, self.application]
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), self.application]
+
+    def start(self, timeout: float = 30) -> AsgiServer:
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "lashops.asgi:application"],
+            self.command(),
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -59,13 +82,13 @@ class DaphneServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"daphne exited:\n{self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"{self.server} exited:\n{self.log_path.read_text()[-3000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return self
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"daphne did not listen in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+        raise RuntimeError(f"{self.server} did not listen in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
 
     def kill(self) -> None:
         """SIGKILL the server: no clean close for its sockets."""

@@ -1,5 +1,5 @@
 """Filtered streams across publishing processes: two OS processes publish interleaved durable
-events for one session while a socket on a real daphne server (Redis channel layer) follows it.
+events for one session while a socket on a real ASGI server (Redis channel layer) follows it.
 One publisher's live sends are held back, so the other's later cursors arrive first; the client
 still gets every event exactly once: late lower cursors are delivered, duplicates never."""
 
@@ -12,7 +12,7 @@ import pytest
 from websockets.sync.client import connect
 
 from sessions_app.services import session_open
-from tests.live.server import DaphneServer
+from tests.live.server import AsgiServer
 from tests.workers import ROOT, current_database_url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -66,8 +66,8 @@ def test_two_publishing_processes_reach_a_filtered_socket_exactly_once(layer, wo
 
     redis.Redis.from_url(redis_url).flushdb()
     session_open(workspace=workspace, session_id="order-1", model={"provider": "scripted", "model": "scripted-1"})
-    server = DaphneServer(
-        log_path=tmp_path / "daphne.log", redis_url=redis_url, extra_env={"LASHOPS_CHANNEL_LAYER": layer}
+    server = AsgiServer(
+        log_path=tmp_path / "server.log", redis_url=redis_url, extra_env={"LASHOPS_CHANNEL_LAYER": layer}
     ).start()
     log = open(tmp_path / "publishers.log", "wb")  # noqa: SIM115
     try:

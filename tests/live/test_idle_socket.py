@@ -8,7 +8,7 @@ import time
 import pytest
 from websockets.sync.client import connect
 
-from tests.live.server import DaphneServer, http_json
+from tests.live.server import AsgiServer, http_json
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 def test_a_socket_idle_longer_than_the_layers_blocking_read_still_gets_events(
     layer, workspace, api_key, redis_url, tmp_path
 ):
-    server = DaphneServer(
-        log_path=tmp_path / "daphne.log", redis_url=redis_url, extra_env={"LASHOPS_CHANNEL_LAYER": layer}
+    server = AsgiServer(
+        log_path=tmp_path / "server.log", redis_url=redis_url, extra_env={"LASHOPS_CHANNEL_LAYER": layer}
     ).start()
     headers = {"Authorization": f"Bearer {api_key}"}
     try:
@@ -29,4 +29,4 @@ def test_a_socket_idle_longer_than_the_layers_blocking_read_still_gets_events(
             assert json.loads(ws.recv(timeout=10))["type"] == "api_key.created"
     finally:
         server.stop()
-    assert "TimeoutError" not in (tmp_path / "daphne.log").read_text()
+    assert "TimeoutError" not in (tmp_path / "server.log").read_text()

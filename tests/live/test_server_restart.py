@@ -8,7 +8,7 @@ import pytest
 from websockets.sync.client import connect
 
 from lashops.core.events import publish
-from tests.live.server import DaphneServer, http_json
+from tests.live.server import AsgiServer, http_json
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -23,11 +23,14 @@ def _read_until(ws, predicate, timeout: float = 10.0) -> list[dict]:
     raise AssertionError(f"not received in time; got {messages}")
 
 
-def test_reconnecting_after_a_killed_server_replays_every_missed_event_once(workspace, api_key, redis_url, tmp_path):
+@pytest.mark.parametrize("server_kind", ["uvicorn", "daphne"])
+def test_reconnecting_after_a_killed_server_replays_every_missed_event_once(
+    workspace, api_key, redis_url, tmp_path, server_kind
+):
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
-    server = DaphneServer(log_path=tmp_path / "daphne.log", redis_url=redis_url).start()
+    server = AsgiServer(log_path=tmp_path / "server.log", redis_url=redis_url, server=server_kind).start()
     headers = {"Authorization": f"Bearer {api_key}"}
     try:
         ws = connect(f"ws://127.0.0.1:{server.port}/ws/fleet/?after=0", additional_headers=headers)
