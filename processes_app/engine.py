@@ -31,7 +31,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from lashops.core.errors import LeaseLost
-from lashops.core.events import EventDraft, publish_many
+from lashops.core.events import EventDraft, deferred, publish_many
 from lashops.core.models import Workspace
 from lashops.core.services import effect_record, lease_acquire_many, lease_check, lease_release, lease_renew
 from processes_app import events as process_events
@@ -159,7 +159,9 @@ def claim_runnable(*, limit: int, prefer: list[str] | None = None, holder: str |
     now = timezone.now()
     ttl = float(settings.LASHOPS_PROCESS_LEASE_SECONDS)
     who = holder or holder_id()
-    with transaction.atomic():
+    # deferred(): the batch's started/resumed events are written after the journals are read,
+    # so other writers of the workspace wait on its stream head only for the commit.
+    with transaction.atomic(), deferred():
         base = runnable_processes(now=now).select_related("workspace")
         if connection.vendor == "postgresql":
             base = base.select_for_update(skip_locked=True, of=("self",))

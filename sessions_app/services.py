@@ -28,7 +28,7 @@ from django.utils import timezone
 from lashops.core.errors import Conflict, InvalidInput
 from lashops.core.errors import LeaseHeld as CoreLeaseHeld
 from lashops.core.errors import LeaseLost as CoreLeaseLost
-from lashops.core.events import EventDraft, publish, publish_many
+from lashops.core.events import EventDraft, deferred, publish, publish_many
 from lashops.core.models import Effect, Lease, Workspace
 from lashops.core.runner import dispatch
 from lashops.core.services import lease_acquire, lease_check, lease_release
@@ -241,7 +241,8 @@ def turn_start(*, session: Session, text: str, source_key: str = "", background:
     # Pending commands were applied when submitted (idle lane) or by the previous turn's commit.
     holder = driver_id()
     try:
-        with transaction.atomic():
+        # deferred(): turn.started is written after the lease and the turn row, at the end.
+        with transaction.atomic(), deferred():
             turn = _admit(session, text=text, source_key=source_key, background=background)
             grant = None
             if background:
@@ -399,7 +400,9 @@ def turn_commit(
     """Land a turn atomically. Retrying with the same result is idempotent; a different
     result for an already committed turn is a ``CommitConflict``; a stale lease is refused."""
     session = turn.session
-    with transaction.atomic():
+    # deferred(): the turn's events are written last (after the lease release), so the
+    # workspace's other writers wait on its stream head only for this commit.
+    with transaction.atomic(), deferred():
         locked = Turn.objects.select_for_update().get(pk=turn.pk)
         if locked.status == Turn.Status.COMMITTED:
             if locked.commit_digest == result.digest():

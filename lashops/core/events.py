@@ -9,15 +9,23 @@ Two lanes:
 
 Group names (ASCII, ``<app>.<entity>.<pk>``): every durable event reaches its workspace's
 fleet group; events with a session, process or mob subject also reach that stream's group.
+
+Cursor order is commit order within a workspace: a cursor is taken by an ``UPDATE`` of the
+workspace's ``StreamHead`` row, whose lock is held until the transaction ends, so a later
+cursor can never commit before an earlier one (live consumers rely on it). The price is that
+writers of one workspace serialise from their first event to their commit; ``deferred()``
+moves that point to the end of the transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from lashops.core import live
@@ -84,33 +92,166 @@ def _allocate(workspace_id: int, count: int) -> int:
     return int(row[0])
 
 
+def _unsaved(workspace: Workspace, drafts: list[EventDraft]) -> list[Event]:
+    now = timezone.now()
+    return [
+        Event(
+            workspace=workspace,
+            type=draft.type,
+            ts=now,
+            subject=draft.subject,
+            data=draft.data,
+            session_id=str(draft.subject.get("session") or ""),
+            process_id=str(draft.subject.get("process") or ""),
+            mob_id=str(draft.subject.get("mob") or ""),
+        )
+        for draft in drafts
+    ]
+
+
+def _messages(events: list[Event]) -> list[tuple[list[str], dict[str, Any]]]:
+    return [(groups_for(e.workspace_id, e.subject, durable=True), envelope(e, e.workspace.slug)) for e in events]
+
+
 def publish_many(*, workspace: Workspace, drafts: Iterable[EventDraft]) -> list[Event]:
     """Write durable events in the current transaction (opening one if there is none) and
-    send them live once it commits. Returns the saved rows, cursors assigned in order."""
+    send them live once it commits. Returns the saved rows, cursors assigned in order.
+
+    Inside ``deferred()`` the rows are only queued: they are written, and their ``cursor``
+    and ``pk`` set on the returned objects, when the outermost ``deferred()`` block exits."""
     drafts = list(drafts)
     if not drafts:
         return []
+    scope: _Deferral | None = getattr(connection, "_lashops_deferral", None)
+    if scope is not None and connection.in_atomic_block:
+        events = _unsaved(workspace, drafts)
+        send = _LiveSend()
+        # The send is also the marker that the drafts survived: a savepoint rollback drops
+        # the on_commit callbacks registered inside it, and with them these drafts.
+        transaction.on_commit(send)
+        scope.queued.append((send, events))
+        return events
     with transaction.atomic(savepoint=False):  # no savepoint round trips inside a caller's transaction
-        last = _allocate(workspace.pk, len(drafts))
-        now = timezone.now()
-        events = [
-            Event(
-                workspace=workspace,
-                cursor=last - len(drafts) + i + 1,
-                type=draft.type,
-                ts=now,
-                subject=draft.subject,
-                data=draft.data,
-                session_id=str(draft.subject.get("session") or ""),
-                process_id=str(draft.subject.get("process") or ""),
-                mob_id=str(draft.subject.get("mob") or ""),
-            )
-            for i, draft in enumerate(drafts)
-        ]
-        Event.objects.bulk_create(events)
-        messages = [(groups_for(workspace.pk, e.subject, durable=True), envelope(e, workspace.slug)) for e in events]
+        events = _unsaved(workspace, drafts)
+        _write(events)
+        messages = _messages(events)
         transaction.on_commit(lambda: _send_all(messages))
     return events
+
+
+def _write(events: list[Event]) -> None:
+    """Number ``events`` (in order, per workspace, workspaces in pk order so two writers never
+    take two stream heads in opposite orders) and insert them."""
+    by_workspace: dict[int, list[Event]] = {}
+    for event in events:
+        by_workspace.setdefault(event.workspace_id, []).append(event)
+    for workspace_id in sorted(by_workspace):
+        batch = by_workspace[workspace_id]
+        if connection.vendor == "postgresql" and len(batch) <= _ONE_STATEMENT_MAX and _insert_numbered(batch):
+            continue
+        last = _allocate(workspace_id, len(batch))
+        for i, event in enumerate(batch):
+            event.cursor = last - len(batch) + i + 1
+        Event.objects.bulk_create(batch)
+
+
+_ONE_STATEMENT_MAX = 5000  # 8 parameters an event, under PostgreSQL's 65,535
+_EVENT_COLUMNS = ("type", "ts", "subject", "data", "session_id", "process_id", "mob_id")
+
+
+def _insert_numbered(batch: list[Event]) -> bool:
+    """PostgreSQL: take the cursors and insert the rows in one statement, so the stream-head
+    lock is held for that statement and the commit, with no client round trip in between.
+    False (nothing written) when the workspace has no stream head yet."""
+    fields = [Event._meta.get_field(name) for name in _EVENT_COLUMNS]
+    params: list[Any] = [len(batch), batch[0].workspace_id, batch[0].workspace_id, len(batch)]
+    for i, event in enumerate(batch):
+        params.append(i + 1)
+        params += [f.get_db_prep_save(getattr(event, f.attname), connection) for f in fields]
+    row = "(%s::integer, %s, %s::timestamptz, %s::jsonb, %s::jsonb, %s, %s, %s)"
+    columns = ", ".join(_EVENT_COLUMNS)
+    sql = (
+        f"WITH head AS (UPDATE {StreamHead._meta.db_table} SET last_cursor = last_cursor + %s "
+        "WHERE workspace_id = %s RETURNING last_cursor) "
+        f"INSERT INTO {Event._meta.db_table} (workspace_id, cursor, {columns}) "
+        f"SELECT %s, head.last_cursor - %s + v.n, {', '.join(f'v.{c}' for c in _EVENT_COLUMNS)} "
+        f"FROM head, (VALUES {', '.join([row] * len(batch))}) AS v(n, {columns}) "
+        "RETURNING id, cursor"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        numbered = cur.fetchall()
+    if not numbered:
+        return False
+    first = min(cursor for _pk, cursor in numbered)
+    for pk, cursor in numbered:
+        batch[cursor - first].pk, batch[cursor - first].cursor = pk, cursor
+    return True
+
+
+class _LiveSend:
+    """An on_commit callback that sends what the deferred flush handed it (nothing if the
+    flush gave this transaction's envelopes to an earlier one)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], dict[str, Any]]] = []
+
+    def __call__(self) -> None:
+        if self.messages:
+            _send_all(self.messages)
+
+
+@dataclass
+class _Deferral:
+    depth: int = 0
+    queued: list[tuple[_LiveSend, list[Event]]] = field(default_factory=list)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Queue the durable events published inside this block and write them when it exits,
+    still inside the caller's transaction: the stream-head lock (which serialises a
+    workspace's writers until commit) is then held only from the end of the block to the
+    commit, not from the first ``publish`` on. Must be entered inside ``transaction.atomic()``,
+    and exit as close to the commit as the code allows::
+
+        with transaction.atomic(), events.deferred():
+            ...  # writes and publishes; the events are written last
+
+    Nested blocks join the outermost one. Events of a rolled-back savepoint are dropped with
+    it; on an exception nothing is written. Until the block exits, returned events have no
+    ``cursor``: a caller that needs it reads it after the block."""
+    conn = transaction.get_connection()
+    if not conn.in_atomic_block:
+        raise TransactionManagementError("events.deferred() must be entered inside transaction.atomic()")
+    scope: _Deferral | None = getattr(conn, "_lashops_deferral", None)
+    if scope is None:
+        scope = conn._lashops_deferral = _Deferral()
+    scope.depth += 1
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        scope.depth -= 1
+        if scope.depth == 0:
+            conn._lashops_deferral = None
+            if ok and not conn.needs_rollback:
+                _flush(conn, scope.queued)
+
+
+def _flush(conn: Any, queued: list[tuple[_LiveSend, list[Event]]]) -> None:
+    pending = {id(func) for _sids, func, _robust in conn.run_on_commit}
+    kept = [(send, events) for send, events in queued if id(send) in pending]
+    if not kept:
+        return
+    events = [event for _send, batch in kept for event in batch]
+    now = timezone.now()
+    for event in events:
+        event.ts = now  # the write time: close to the commit, as the cursor is
+    with transaction.atomic(savepoint=False):
+        _write(events)
+    kept[0][0].messages = _messages(events)  # one live send per group for the whole commit
 
 
 def publish(
