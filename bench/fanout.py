@@ -195,6 +195,7 @@ def main() -> None:
         server.env["LASHOPS_CHANNEL_LAYER"] = args.layer
         server.env["DEBUG"] = "0"
         server.env["SECRET_KEY"] = "bench-only"
+        server.env["LASHOPS_SCHEDULER"] = "0"  # as in production, where beat runs the sweeps, not servers
         servers.append(server)
     try:
         for server in servers:

@@ -39,6 +39,9 @@ def ensure_started() -> bool:
     return True
 
 
+_modules_imported = False
+
+
 def _entries() -> list[tuple[str, str, float]]:
     return [
         (name, entry["task"], float(entry["schedule"]))
@@ -52,14 +55,13 @@ def run_due(next_due: dict[str, float], now: float) -> list[str]:
     from lashops import celery_app
 
     celery_app.set_current()
-    # Outside a worker nothing has imported the apps' task modules yet (autodiscovery is lazy).
-    celery_app.loader.import_default_modules()
     ran = []
     for name, task_name, interval in _entries():
         due = next_due.setdefault(name, now + interval)
         if now < due:
             continue
         next_due[name] = now + interval
+        _import_task_modules()
         try:
             celery_app.tasks[task_name].run()
             ran.append(name)
@@ -70,7 +72,20 @@ def run_due(next_due: dict[str, float], now: float) -> list[str]:
     return ran
 
 
+def _import_task_modules() -> None:
+    """Outside a worker nothing has imported the apps' task modules yet (autodiscovery is lazy).
+    Once per process: Celery's Django fixup runs the system checks on every call, and the first
+    import is a second of CPU that should not land in the middle of serving."""
+    global _modules_imported
+    if not _modules_imported:
+        from lashops import celery_app
+
+        celery_app.loader.import_default_modules()
+        _modules_imported = True
+
+
 def _loop() -> None:
+    _import_task_modules()
     next_due: dict[str, float] = {}
     tick = max(0.1, min([interval for _, _, interval in _entries()] or [1.0]))
     while True:

@@ -21,7 +21,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio", "--lifespan", "off"]
+UVICORN_FLAGS = [
+    *("--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio"),
+    *("--ws-per-message-deflate", "false", "--lifespan", "off"),
+]
 
 
 class AsgiServer:
