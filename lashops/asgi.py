@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP through Django, WebSockets through Channels."""
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -21,3 +22,8 @@ application = LoopBindingMiddleware(
         }
     )
 )
+
+# What is alive now (Django, the apps, URL and template machinery) lives as long as the server.
+# Freezing it keeps full collections from walking it: one took ~74 ms here, a stall for every
+# socket on the server mid fan-out; after the freeze it walks only what serving allocates.
+gc.freeze()

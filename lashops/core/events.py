@@ -67,13 +67,17 @@ def envelope(event: Event, workspace_slug: str) -> dict[str, Any]:
 
 
 def groups_for(workspace_id: int, subject: dict[str, Any], *, durable: bool) -> list[str]:
-    groups = [fleet_group(workspace_id)] if durable else []
+    """The groups an event goes to, in sending order: its own streams first (a session's text, a
+    mob's console: what someone is waiting on), the workspace's fleet stream last."""
+    groups = []
     if subject.get("session"):
         groups.append(session_group(str(subject["session"])))
     if subject.get("process"):
         groups.append(processes_group(workspace_id))
     if subject.get("mob"):
         groups.append(mob_group(str(subject["mob"])))
+    if durable:
+        groups.append(fleet_group(workspace_id))
     return groups
 
 
