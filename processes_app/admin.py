@@ -61,6 +61,35 @@ class SignalForm(forms.Form):
             raise forms.ValidationError(f"not JSON: {exc}") from None
 
 
+class CompleteForm(forms.Form):
+    outcome = forms.ChoiceField(choices=[("completed", "completed (with output)"), ("failed", "failed (with error)")])
+    output = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 60}), initial="null", required=False, help_text="JSON"
+    )
+    error_code = forms.CharField(max_length=100, required=False)
+    error_message = forms.CharField(max_length=2000, required=False)
+
+    def clean_output(self) -> Any:
+        text = self.cleaned_data["output"].strip() or "null"
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"not JSON: {exc}") from None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("outcome") == "failed" and not data.get("error_code"):
+            self.add_error("error_code", "a failure needs an error code")
+        return data
+
+    def completion(self) -> dict[str, Any]:
+        """The ``process_complete`` arguments this form stands for."""
+        data = self.cleaned_data
+        if data["outcome"] == "failed":
+            return {"error": {"code": data["error_code"], "message": data["error_message"]}}
+        return {"output": data["output"]}
+
+
 def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet, fn: Any, verb: str) -> None:
     done, failed = 0, []
     for proc in queryset.select_related("workspace"):
@@ -83,7 +112,7 @@ class ProcessAdmin(admin.ModelAdmin):
     raw_id_fields = ("parent",)
     show_full_result_count = False
     inlines = [ProcessGrantInline, ProcessEventInline]
-    actions = ["cancel_processes", "signal_processes", "redrive_processes", "abandon_processes"]
+    actions = ["cancel_processes", "signal_processes", "complete_processes", "redrive_processes", "abandon_processes"]
     readonly_fields = (
         "id",
         "workspace",
@@ -200,6 +229,35 @@ class ProcessAdmin(admin.ModelAdmin):
             "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
         }
         return TemplateResponse(request, "admin/processes_app/signal.html", context)
+
+    @admin.action(description="Complete selected external processes…")
+    def complete_processes(self, request: HttpRequest, queryset: QuerySet[Process]) -> HttpResponse | None:
+        if "apply" in request.POST:
+            form = CompleteForm(request.POST)
+            if form.is_valid():
+                completion = form.completion()
+                _each(
+                    self,
+                    request,
+                    queryset,
+                    lambda p: services.process_complete(
+                        workspace=p.workspace, process_id=p.pk, via="admin", path="form", **completion
+                    ),
+                    f"{form.cleaned_data['outcome'].capitalize()}",
+                )
+                return None
+        else:
+            form = CompleteForm()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Complete external processes",
+            "form": form,
+            "processes": queryset,
+            "action": "complete_processes",
+            "opts": self.model._meta,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/processes_app/complete.html", context)
 
 
 @admin.register(TriggerEvent)

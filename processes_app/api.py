@@ -14,11 +14,13 @@ from processes_app.models import Process
 from processes_app.schemas import (
     CancelIn,
     ChangePageOut,
+    CompleteIn,
     OccurrenceCreatedOut,
     OccurrenceIn,
     OccurrenceOut,
     ProcessBatchIn,
     ProcessBatchOut,
+    ProcessCompletedOut,
     ProcessEventPageOut,
     ProcessIn,
     ProcessOut,
@@ -68,11 +70,13 @@ def process_start(request: HttpRequest, payload: ProcessIn):
     proc, created = services.process_start(
         workspace=request.workspace,
         process_id=payload.id,
+        kind=payload.kind,
         definition=payload.definition,
         input=payload.input,
         disposition=payload.disposition,
         wake_session_id=payload.wake_session,
         grant_session_ids=payload.grant_sessions,
+        timeout_seconds=payload.timeout_seconds,
         provenance=_api_provenance(request),
     )
     proc = selectors.process_get(workspace=request.workspace, process_id=proc.pk)
@@ -90,6 +94,8 @@ def process_start_batch(request: HttpRequest, payload: ProcessBatchIn):
         processes=[
             services.ProcessStartSpec(
                 process_id=item.id,
+                kind=item.kind,
+                timeout_seconds=item.timeout_seconds,
                 definition=item.definition,
                 input=item.input,
                 disposition=item.disposition,
@@ -164,6 +170,28 @@ def process_signal(request: HttpRequest, process_id: str, payload: SignalIn):
         workspace=request.workspace, process_id=process_id, name=payload.name, payload=payload.payload
     )
     return Status(202, {"process_id": process_id, "name": payload.name, "seq": event.seq})
+
+
+@router.post("/{process_id}/complete", response={200: ProcessCompletedOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut})
+def process_complete(request: HttpRequest, process_id: str, payload: CompleteIn):
+    """End an externally owned process with its owner's result: ``output`` completes it, ``error``
+    fails it. The parent waiting on it (``ctx.run_external``) continues. Idempotent: the same
+    result again (same ``idempotency_key``, or none) answers 200 with ``replayed`` true; another
+    result is 409 ``completion_conflict``. 409 ``not_externally_owned`` for a process its
+    definition runs, ``process_finished`` for one that ended otherwise (cancelled, abandoned),
+    ``deadline_exceeded`` once its ``timeout_seconds`` have passed."""
+    proc, replayed = services.process_complete(
+        workspace=request.workspace,
+        process_id=process_id,
+        output=payload.output,
+        error=payload.error.model_dump() if payload.error is not None else None,
+        idempotency_key=payload.idempotency_key,
+        via=f"api:{_api_provenance(request)['api_key']}".rstrip(":"),
+        path="body.payload",
+    )
+    proc = _with_lease(_process_or_404(request, proc.pk))
+    proc.replayed_now = replayed
+    return proc
 
 
 @router.post("/{process_id}/cancel", response={202: ProcessOut, 404: ErrorOut, 409: ErrorOut})

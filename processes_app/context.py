@@ -1,5 +1,6 @@
 """What a process definition gets as ``ctx``: journaled steps, durable sleeps, signal
-waits, child processes, emitted events and agent turns.
+waits, child processes, external work completed from outside, emitted events and agent
+turns.
 
 Every operation takes the next ordinal of the process's journal. Its outcome is recorded
 in the core effect journal under ``process:{id}/{kind}/{name}/{ordinal}`` (scope
@@ -249,6 +250,50 @@ class ProcessContext:
 
     def run_child(self, definition: str, input: Any = None, **kwargs: Any) -> dict[str, Any]:
         return self.await_child(self.start_child(definition, input, **kwargs))
+
+    def start_external(
+        self, name: str, input: Any = None, *, timeout: float | None = None, child_id: str | None = None
+    ) -> str:
+        """Hand work to an outside system: start an external child process (``kind`` external,
+        ``externally_owned``, labelled ``name``) that its owner ends with
+        ``POST /api/processes/{id}/complete``; with ``timeout`` (seconds) it fails with
+        ``deadline_exceeded`` if no completion comes in time. Journaled: a replay returns the
+        same child id. Await it with ``await_child``."""
+        ordinal, recorded = self._next("external_start", name)
+        if recorded is not None:
+            return recorded["child_id"]
+        self._run.boundary()
+        cid = child_id or _child_id(self.process_id, ordinal)
+
+        def start_it() -> None:
+            from processes_app.services import process_start
+
+            parent = self._run.process
+            process_start(
+                workspace=parent.workspace,
+                process_id=cid,
+                kind="external",
+                definition=name,
+                input=input if input is not None else {},
+                disposition="externally_owned",
+                provenance={**parent.provenance, "parent": parent.id},
+                parent_id=parent.id,
+                timeout_seconds=timeout,
+            )
+
+        outcome = self._record(
+            "external_start",
+            name,
+            ordinal,
+            {"child_id": cid},
+            log=[("process.child_started", {"child": cid, "definition": name, "external": True})],
+            then=start_it,
+        )
+        return outcome["child_id"]
+
+    def run_external(self, name: str, input: Any = None, **kwargs: Any) -> dict[str, Any]:
+        """``start_external`` and wait for its completion: ``{"status", "output", "error"}``."""
+        return self.await_child(self.start_external(name, input, **kwargs))
 
     def emit(self, type: str, data: dict[str, Any] | None = None) -> None:
         """Append a process event; with a wake target it reaches that session as queued

@@ -652,11 +652,15 @@ def terminate(
     error: dict | None = None,
     evidence: dict | None = None,
     log: list[process_events.Entry] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> None:
-    """Write the terminal state of a locked process, its terminal event (after ``log``), and
-    wake a parent that waits on it. The caller owns the transaction and the lease."""
+    """Write the terminal state of a locked process, its terminal event (after ``log``; with
+    ``data`` added to the event's data), and wake a parent that waits on it. The caller owns
+    the transaction and the lease."""
     now = timezone.now()
-    rows, drafts = _set_terminal(proc, status, output=output, error=error, evidence=evidence, log=log, now=now)
+    rows, drafts = _set_terminal(
+        proc, status, output=output, error=error, evidence=evidence, log=log, now=now, data=data
+    )
     _save_terminal(proc)
     _wake_parent(proc, now)
     process_events.write(proc, rows, drafts)  # last: the stream-head lock is held until commit
@@ -671,13 +675,14 @@ def _set_terminal(
     now: Any,
     evidence: dict | None = None,
     log: list[process_events.Entry] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> tuple[list[ProcessEvent], list[EventDraft]]:
     proc.status = status
     proc.output = output
     proc.error = error
     proc.finished_at = proc.updated_at = now
     proc.wait_kind, proc.wait_until, proc.wait_signal, proc.wait_child = WaitKind.NONE, None, "", ""
-    data: dict[str, Any] = {}
+    data = dict(data or {})
     if error:
         data["error"] = error
     if evidence:

@@ -48,6 +48,7 @@ class WaitKind(models.TextChoices):
     TIMER = "timer"
     SIGNAL = "signal"
     CHILD = "child"
+    EXTERNAL = "external"  # an externally owned process, until its owner completes it
 
 
 class Process(models.Model):
@@ -63,7 +64,9 @@ class Process(models.Model):
     registration_hash = models.CharField(max_length=64, editable=False)
     status = models.CharField(max_length=20, choices=ProcessStatus.choices, default=ProcessStatus.RUNNING)
     wait_kind = models.CharField(max_length=10, choices=WaitKind.choices, blank=True, default="")
-    wait_until = models.DateTimeField(null=True, blank=True, help_text="Timer due time, or a signal wait's timeout.")
+    wait_until = models.DateTimeField(
+        null=True, blank=True, help_text="Timer due time, a signal wait's timeout, or an external process's deadline."
+    )
     wait_signal = models.CharField(max_length=100, blank=True, default="")
     wait_child = models.CharField(max_length=64, blank=True, default="")
     output = models.JSONField(null=True, blank=True)

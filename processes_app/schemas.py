@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from ninja import Field, Schema
+from pydantic import model_validator
 
 from lashops.core.schemas import EventOut
 
@@ -12,11 +13,19 @@ DispositionIn = Literal["rerunnable", "owner_bound", "externally_owned"]
 
 class ProcessIn(Schema):
     id: str | None = Field(None, description="Your id (idempotency key). Generated when omitted.")
+    kind: Literal["definition", "external"] = Field(
+        "definition",
+        description="external: work an outside system does and ends with POST /api/processes/{id}/complete "
+        "(needs disposition externally_owned; definition is then a free label).",
+    )
     definition: str = Field(..., min_length=1, max_length=200)
     input: Any = Field(default_factory=dict)
     disposition: DispositionIn = Field(..., description="Required: what recovery may do with this process.")
     wake_session: str = Field("", max_length=64, description="A session that receives emitted events as input.")
     grant_sessions: list[str] = Field(default_factory=list, description="Sessions that may see and control it.")
+    timeout_seconds: float | None = Field(
+        None, description="externally_owned only: fail with deadline_exceeded unless completed within this time."
+    )
 
 
 class ProcessBatchIn(Schema):
@@ -118,6 +127,37 @@ class SignalOut(Schema):
     process_id: str
     name: str
     seq: int
+
+
+class CompletionErrorIn(Schema):
+    code: str = Field(..., min_length=1, max_length=100, description="Machine-readable failure code.")
+    message: str = Field("", max_length=2000)
+    details: Any = None
+
+
+class CompleteIn(Schema):
+    output: Any = Field(None, description="The result: the process ends completed with it.")
+    error: CompletionErrorIn | None = Field(None, description="Or a failure: the process ends failed with it.")
+    idempotency_key: str = Field(
+        "",
+        max_length=200,
+        description="Repeating a completion with the same key (or the same result) answers the stored result.",
+    )
+
+    @model_validator(mode="after")
+    def _says_how_it_ended(self) -> CompleteIn:
+        # Explicit, so that an empty or malformed body never completes anything.
+        if not self.model_fields_set & {"output", "error"}:
+            raise ValueError('give "output" (completes the process, may be null) or "error" (fails it)')
+        return self
+
+
+class ProcessCompletedOut(ProcessOut):
+    replayed: bool = Field(False, description="True when this repeated an earlier identical completion.")
+
+    @staticmethod
+    def resolve_replayed(obj: Any) -> bool:
+        return bool(getattr(obj, "replayed_now", False))
 
 
 class CancelIn(Schema):

@@ -49,6 +49,18 @@ class RegistrationConflict(Conflict):
     code = "registration_conflict"
 
 
+class NotExternallyOwned(Conflict):
+    code = "not_externally_owned"
+
+
+class CompletionConflict(Conflict):
+    code = "completion_conflict"
+
+
+class DeadlineExceeded(Conflict):
+    code = "deadline_exceeded"
+
+
 def _registration_hash(**fields: Any) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -77,6 +89,7 @@ class ProcessStartSpec:
     kind: str = ProcessKind.DEFINITION
     wake_session_id: str = ""
     grant_session_ids: tuple[str, ...] = ()
+    timeout_seconds: float | None = None
 
 
 _DISPOSITIONS = frozenset(Disposition.values)
@@ -96,8 +109,11 @@ def _new_process(
     parent_id: str | None,
     now: Any,
     path: str = "body",
+    timeout_seconds: float | None = None,
 ) -> Process:
-    """Validate a registration and build its unsaved row (``registration_hash`` set)."""
+    """Validate a registration and build its unsaved row (``registration_hash`` set). An
+    externally owned process waits on its owner (``wait_kind`` external), until
+    ``timeout_seconds`` from now when given (the sweep fails it after that)."""
     if disposition not in _DISPOSITIONS:
         raise InvalidInput(
             f"disposition must be one of {Disposition.values}",
@@ -106,6 +122,9 @@ def _new_process(
     if kind not in _KINDS:
         raise InvalidInput(f"kind must be one of {ProcessKind.values}")
     version = 1
+    if timeout_seconds is not None and (disposition != Disposition.EXTERNALLY_OWNED or timeout_seconds <= 0):
+        message = "a timeout is for externally owned processes only, and must be positive"
+        raise InvalidInput(message, details=[{"path": f"{path}.timeout_seconds", "message": message}])
     if kind == ProcessKind.EXTERNAL:
         if disposition != Disposition.EXTERNALLY_OWNED:
             raise InvalidInput("an external process must be externally_owned")
@@ -127,7 +146,9 @@ def _new_process(
         disposition=disposition,
         wake=wake_session_id,
         parent=parent_id,
+        **({} if timeout_seconds is None else {"timeout": timeout_seconds}),
     )
+    external = disposition == Disposition.EXTERNALLY_OWNED
     return Process(
         id=process_id,
         workspace=workspace,
@@ -141,11 +162,15 @@ def _new_process(
         wake_session_id=wake_session_id,
         parent_id=parent_id,
         runnable_since=now,
+        wait_kind=WaitKind.EXTERNAL if external else WaitKind.NONE,
+        wait_until=now + timedelta(seconds=timeout_seconds) if timeout_seconds is not None else None,
     )
 
 
 def _created_entry(proc: Process) -> process_events.Entry:
     data = {"kind": proc.kind, "disposition": proc.disposition, "provenance": proc.provenance, "parent": proc.parent_id}
+    if proc.wait_until is not None:
+        data["deadline"] = proc.wait_until.isoformat()
     return ("process.created", data)
 
 
@@ -161,10 +186,13 @@ def process_start(
     wake_session_id: str = "",
     parent_id: str | None = None,
     grant_session_ids: list[str] | tuple[str, ...] = (),
+    timeout_seconds: float | None = None,
 ) -> tuple[Process, bool]:
     """Register a process (durable intent only) and wake a driver after commit. Returns
     ``(process, created)``. Idempotent by id and registration hash: the same registration
-    returns the existing row; a different one under the same id raises ``registration_conflict``."""
+    returns the existing row; a different one under the same id raises ``registration_conflict``.
+    An externally owned process is never driven: its owner ends it with ``process_complete``
+    (by ``timeout_seconds`` from now, if given)."""
     proc = _new_process(
         workspace=workspace,
         definition=definition,
@@ -176,6 +204,7 @@ def process_start(
         wake_session_id=wake_session_id,
         parent_id=parent_id,
         now=timezone.now(),
+        timeout_seconds=timeout_seconds,
     )
     try:
         # No look-up first: a second registration of the id fails the insert (then compared).
@@ -226,6 +255,7 @@ def process_start_many(
             parent_id=None,
             now=now,
             path=f"body.processes.{i}",
+            timeout_seconds=spec.timeout_seconds,
         )
         built.append(proc)
         grants.setdefault(proc.pk, tuple(spec.grant_session_ids))
@@ -385,6 +415,112 @@ def process_redrive(*, workspace: Workspace, process_id: str) -> Process:
     return proc
 
 
+# --- completing externally owned processes ----------------------------------------------
+
+
+def process_complete(
+    *,
+    workspace: Workspace,
+    process_id: str,
+    output: Any = None,
+    error: dict[str, Any] | None = None,
+    idempotency_key: str = "",
+    via: str = "api",
+    path: str = "body",
+) -> tuple[Process, bool]:
+    """End an externally owned process with its owner's result: ``completed`` with ``output``,
+    or ``failed`` with ``error`` (``{"code", "message"?, "details"?}``). This is the engine's
+    terminal write (``terminate``): the terminal event goes to the process log and the durable
+    stream, and a parent waiting on the process is woken and driven.
+
+    Returns ``(process, replayed)``. Idempotent: a completion repeated with the same result
+    (under the same ``idempotency_key`` or none) answers the stored result with ``replayed``
+    true; a different result is ``completion_conflict``. A process that is not externally
+    owned is ``not_externally_owned``; one that ended otherwise is ``process_finished``; once
+    its deadline has passed it fails with ``deadline_exceeded`` and the completion is refused
+    with that code."""
+    if output is not None and error is not None:
+        message = "give either output (completes the process) or error (fails it), not both"
+        raise InvalidInput(
+            message,
+            details=[{"path": f"{path}.output", "message": message}, {"path": f"{path}.error", "message": message}],
+        )
+    if error is not None:
+        error = _completion_error(error, f"{path}.error")
+    status = ProcessStatus.FAILED if error is not None else ProcessStatus.COMPLETED
+    with transaction.atomic():
+        proc = _get_locked(workspace, process_id)
+        if proc.disposition != Disposition.EXTERNALLY_OWNED:
+            raise NotExternallyOwned(
+                f"process {process_id!r} is run by its definition (disposition {proc.disposition}); "
+                "only an externally_owned process is completed from outside"
+            )
+        if proc.is_terminal:
+            return _completion_replay(proc, status, output, error, idempotency_key), True
+        if proc.wait_until is None or proc.wait_until > timezone.now():
+            completion = {"key": idempotency_key, "via": via}
+            terminate(proc, status, output=output, error=error, data={"completion": completion})
+            return proc, False
+        deadline = _expire(proc)
+    # Committed: the deadline stands and this completion is refused.
+    raise DeadlineExceeded(
+        f"process {process_id!r} passed its deadline ({deadline}) and failed; a completion after it is refused",
+        details={"deadline": deadline},
+    )
+
+
+def _completion_error(error: Any, path: str) -> dict[str, Any]:
+    code = error.get("code") if isinstance(error, dict) else None
+    if not isinstance(code, str) or not 1 <= len(code) <= 100:
+        message = "an error needs a code (1-100 characters)"
+        raise InvalidInput(message, details=[{"path": f"{path}.code", "message": message}])
+    return {"code": code, "message": str(error.get("message") or ""), "details": error.get("details")}
+
+
+def _completion_replay(
+    proc: Process, status: str, output: Any, error: dict[str, Any] | None, idempotency_key: str
+) -> Process:
+    """The answer to a completion of a process that has already ended."""
+    ended = ProcessEvent.objects.filter(process=proc, type=f"process.{proc.status}").order_by("-seq").first()
+    completion = ended.data.get("completion") if ended is not None else None
+    if completion is None:
+        if proc.error and proc.error.get("code") == "deadline_exceeded":
+            raise DeadlineExceeded(
+                f"process {proc.pk!r} passed its deadline ({proc.error.get('deadline')}) and failed; "
+                "a completion after it is refused",
+                details={"deadline": proc.error.get("deadline")},
+            )
+        raise ProcessFinished(f"process {proc.pk!r} is already {proc.status}; it takes no completion")
+    if (proc.status, proc.output, proc.error) == (status, output, error):
+        return proc
+    if idempotency_key and completion.get("key") == idempotency_key:
+        message = f"idempotency key {idempotency_key!r} was already used for process {proc.pk!r} with another result"
+    else:
+        message = f"process {proc.pk!r} was already {proc.status} by a completion with another result"
+    raise CompletionConflict(message, details={"status": proc.status, "idempotency_key": completion.get("key", "")})
+
+
+def _expire(proc: Process) -> str:
+    """Fail a locked externally owned process whose deadline has passed; return the deadline."""
+    deadline = proc.wait_until.isoformat() if proc.wait_until else ""
+    error = {"code": "deadline_exceeded", "message": "no completion before the deadline", "deadline": deadline}
+    terminate(proc, ProcessStatus.FAILED, error=error)
+    return deadline
+
+
+def _sweep_deadlines(now: Any, limit: int) -> int:
+    due = Process.objects.filter(status=ProcessStatus.RUNNING, wait_kind=WaitKind.EXTERNAL, wait_until__lte=now)
+    count = 0
+    for pk in due.order_by("pk").values_list("pk", flat=True)[:limit]:
+        with transaction.atomic():
+            proc = lock_process(pk)
+            if proc.is_terminal or proc.wait_until is None or proc.wait_until > timezone.now():
+                continue  # completed (or cancelled) meanwhile
+            _expire(proc)
+            count += 1
+    return count
+
+
 # --- grants and session deletion --------------------------------------------------------
 
 
@@ -444,6 +580,8 @@ def process_sweep(*, limit: int = 1000) -> dict[str, int]:
     and by the in-process scheduler by default. Idempotent.
 
     * started owner-bound rows whose lease lapsed with a provably gone holder: ``abandoned``;
+    * externally owned rows past their deadline: ``failed`` (``deadline_exceeded``), which
+      wakes a parent waiting on them;
     * abandon requests on rows no live lease holds: ``abandoned``;
     * child waits whose child already ended: made runnable;
     * runnable rows whose dispatch may have been lost (older than the re-dispatch grace),
@@ -454,6 +592,7 @@ def process_sweep(*, limit: int = 1000) -> dict[str, int]:
 
     now = timezone.now()
     abandoned = _sweep_abandon(now)
+    expired = _sweep_deadlines(now, limit)
     ended_children = list(
         Process.objects.filter(status=ProcessStatus.RUNNING, wait_kind=WaitKind.CHILD)
         .filter(Exists(Process.objects.filter(pk=OuterRef("wait_child")).exclude(status=ProcessStatus.RUNNING)))
@@ -473,7 +612,7 @@ def process_sweep(*, limit: int = 1000) -> dict[str, int]:
     for start in range(0, len(ids), batch):
         dispatch_drive(ids[start : start + batch])
     occurrences = schedules_tick(now=now)
-    return {"dispatched": len(ids), "abandoned": abandoned, "occurrences": occurrences}
+    return {"dispatched": len(ids), "abandoned": abandoned, "expired": expired, "occurrences": occurrences}
 
 
 def _sweep_abandon(now: Any) -> int:
