@@ -108,6 +108,20 @@ class AsgiServer:
                 self.kill()
 
 
+def use_redis_layer(settings, redis_url: str) -> None:
+    """Publish through the Redis channel layer the server reads (the test process has none).
+    ``settings`` is pytest-django's fixture, so the layer is restored after the test."""
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": redis_url, "socket_timeout": 30}], "capacity": 1000, "expiry": 60},
+        }
+    }
+
+
 def http_json(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
     """A JSON request with the standard library (no extra client dependency)."""
     import json

@@ -23,7 +23,7 @@ from websockets.uri import parse_uri
 
 from lashops.core import live
 from lashops.core.events import EventDraft, publish_many
-from tests.live.server import AsgiServer
+from tests.live.server import AsgiServer, use_redis_layer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -123,19 +123,6 @@ class Outcome:
     stalled: list[dict]  # everything the stalled client read once it read again
 
 
-def _use_redis_layer(settings, redis_url: str) -> None:
-    """Publish through the Redis channel layer the server reads (the test process has none)."""
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [{"address": redis_url, "socket_timeout": 30}], "capacity": 1000, "expiry": 60},
-        }
-    }
-
-
 def stall_one_socket(*, server_kind: str, workspace, api_key: str, redis_url: str, log_path) -> Outcome:
     """One client stops reading after ``stream.ready``, another reads everything, TOTAL events are
     published; then the stalled client reads whatever the server still has for it."""
@@ -194,7 +181,7 @@ def follow(messages: list[dict]) -> int:
 def test_a_client_that_stops_reading_gets_a_gap_and_does_not_grow_the_server(
     workspace, api_key, redis_url, settings, tmp_path, server_kind
 ):
-    _use_redis_layer(settings, redis_url)
+    use_redis_layer(settings, redis_url)
 
     outcome = stall_one_socket(
         server_kind=server_kind,
