@@ -6,8 +6,15 @@ class MobsAppConfig(AppConfig):
     verbose_name = "Mobs"
 
     def ready(self) -> None:
+        from lashops.core import tenancy
+        from mobs_app import selectors
+        from mobs_app.leases import SCOPE
         from mobs_app.receivers import record_member_checkpoint, record_member_reply
         from sessions_app.signals import turn_committed
 
         turn_committed.connect(record_member_checkpoint, dispatch_uid="mobs_app.record_member_checkpoint")
         turn_committed.connect(record_member_reply, dispatch_uid="mobs_app.record_member_reply")
+        tenancy.register_lease_scope(SCOPE, selectors.identity_lease_workspaces)
+        tenancy.register_work_id("mob_pk", selectors.mob_workspaces)
+        tenancy.register_work_id("identity_pk", selectors.identity_workspaces)
+        tenancy.register_work_id("frame_pk", selectors.console_frame_workspaces)

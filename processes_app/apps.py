@@ -9,9 +9,13 @@ class ProcessesAppConfig(AppConfig):
     verbose_name = "Processes"
 
     def ready(self) -> None:
+        from lashops.core import tenancy
         from processes_app.definitions import load_definitions
+        from processes_app.selectors import LEASE_SCOPE, process_workspaces
 
         load_definitions()
+        tenancy.register_lease_scope(LEASE_SCOPE, process_workspaces)
+        tenancy.register_work_id("process_id", process_workspaces)
         serving = "daphne" in os.path.basename(sys.argv[0]) or (
             len(sys.argv) > 1
             and sys.argv[1] == "runserver"

@@ -98,3 +98,9 @@ def trigger_occurrences(*, workspace: Workspace) -> QuerySet[TriggerOccurrence]:
 
 def cron_schedules(*, workspace: Workspace) -> QuerySet[CronSchedule]:
     return CronSchedule.objects.filter(workspace=workspace).select_related("event").order_by("name")
+
+
+def process_workspaces(process_ids: set[str]) -> dict[str, int]:
+    """``{process id: workspace id}``: the ``process`` lease scope and ``process_id`` task ids
+    (registered with ``lashops.core.tenancy``)."""
+    return dict(Process.objects.filter(pk__in=process_ids).values_list("pk", "workspace_id"))

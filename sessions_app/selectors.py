@@ -95,3 +95,16 @@ def usage_report(*, session: Session) -> dict[str, Any]:
         "cost_usd": str(session.cost_usd),
         "by_source_and_model": by_model,
     }
+
+
+# --- workspace of shared runner state (registered with lashops.core.tenancy) ---------------
+
+
+def session_workspaces(session_ids: set[str]) -> dict[str, int]:
+    """``{session id: workspace id}``: the ``session`` lease scope and ``session_id`` task ids."""
+    return dict(Session.objects.filter(pk__in=session_ids).values_list("pk", "workspace_id"))
+
+
+def turn_workspaces(turn_ids: set[str]) -> dict[str, int]:
+    """``{turn id: workspace id}`` for ``turn_id`` task ids."""
+    return dict(Turn.objects.filter(pk__in=turn_ids).values_list("pk", "session__workspace_id"))

@@ -109,6 +109,7 @@ def runner_probe(request: HttpRequest):
 @router.get("/workers", response=list[dict])
 def worker_list(request: HttpRequest):
     """Every runner process (Celery pool process or in-process driver) with its last heartbeat,
-    health (``healthy``/``stale``/``stopped``), work in flight, and for a stale one the leases
-    it still holds (``at_risk``) until they expire and the sweeper reclaims the work."""
-    return selectors.worker_report()
+    health (``healthy``/``stale``/``stopped``), this workspace's work in flight on it, and for a
+    stale one the leases of this workspace it still holds (``at_risk``) until they expire and the
+    sweeper reclaims the work. Workers are shared by every workspace; their work is not."""
+    return selectors.worker_report(workspace=request.workspace)

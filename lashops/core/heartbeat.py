@@ -46,6 +46,17 @@ def track(name: str, **ids: Any) -> Iterator[None]:
         end(token)
 
 
+def work_ids(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The ids a task's keyword arguments name (``turn_id``, ``process_id``, ``mob_pk``,
+    ``workspace_id``...): what a beat lists for the item, and what ``lashops.core.tenancy`` maps to
+    the item's workspace, so a workspace is shown its own work in flight and nobody else's."""
+    return {
+        k: v
+        for k, v in kwargs.items()
+        if (k.endswith(("_id", "_pk")) or k == "identity") and isinstance(v, str | int) and not isinstance(v, bool)
+    }
+
+
 def begin(name: str, **ids: Any) -> int:
     token = next(_ids)
     with _lock:
@@ -120,7 +131,8 @@ class Beater(threading.Thread):
                         "kind": self.kind,
                         "host": self.host,
                         "pid": self.pid,
-                        "in_flight_count": len(in_flight),
+                        # No work in flight here: every workspace's fleet socket gets this beat, and
+                        # a workspace sees only its own items (GET /api/workers, /ops/fleet.json).
                         "completed": completed,
                     },
                 },

@@ -46,9 +46,8 @@ def _run_in_thread(task: Task, kwargs: dict[str, Any]) -> Any:
     # Celery's "current app" is thread-local; shared_task proxies resolve through it.
     celery_app.set_current()
     close_old_connections()
-    ids = {k: v for k, v in kwargs.items() if k.endswith("_id") or k == "identity"}
     try:
-        with heartbeat.track(task.name, **ids):
+        with heartbeat.track(task.name, **heartbeat.work_ids(kwargs)):
             return task.run(**kwargs)
     except Exception:
         log.exception("in-process task %s failed", task.name)

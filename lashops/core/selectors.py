@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from lashops.core import tenancy
 from lashops.core.models import ApiKey, Event, Lease, StreamHead, WorkerHeartbeat, Workspace
 
 
@@ -97,16 +98,36 @@ def worker_list() -> QuerySet[WorkerHeartbeat]:
 
 
 def leases_held(*, now: datetime | None = None) -> QuerySet[Lease]:
+    """Every live lease, of every workspace: for staff views only (see ``workspace_leases_held``)."""
     now = now or timezone.now()
     return Lease.objects.exclude(holder="").filter(expires_at__gte=now)
 
 
-def worker_report(*, now: datetime | None = None) -> list[dict[str, Any]]:
+def workspace_leases_held(*, workspace: Workspace, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The live leases whose subject (session, process, identity) belongs to ``workspace``, as
+    ``{"scope", "key", "holder", "expires_at"}``; one query per lease scope maps them."""
+    held = list(leases_held(now=now).order_by("scope", "key").values("scope", "key", "holder", "expires_at"))
+    return [lease for lease, owner in zip(held, tenancy.lease_workspaces(held), strict=True) if owner == workspace.pk]
+
+
+def worker_report(*, workspace: Workspace | None, now: datetime | None = None) -> list[dict[str, Any]]:
     """Every known worker with its health and, for a stale one, the leases it still holds:
-    that work is at risk until the lease expires and the sweeper reclaims it."""
+    that work is at risk until the lease expires and the sweeper reclaims it.
+
+    Workers are shared by every workspace, so every workspace sees every worker row; with a
+    ``workspace``, a worker's work in flight, its lease count and ``at_risk`` list only that
+    workspace's items (``in_flight_count`` counts them). ``workspace=None`` (staff views of
+    every workspace) lists everything."""
     now = now or timezone.now()
     rows = list(worker_list())
-    held = list(leases_held(now=now).values("scope", "key", "holder", "expires_at"))
+    if workspace is None:
+        held = list(leases_held(now=now).order_by("scope", "key").values("scope", "key", "holder", "expires_at"))
+        in_flight = {row.pk: row.in_flight for row in rows}
+    else:
+        held = workspace_leases_held(workspace=workspace, now=now)
+        items = [item for row in rows for item in row.in_flight]
+        owners = iter(tenancy.work_workspaces(items))  # one batch for every worker
+        in_flight = {row.pk: [item for item in row.in_flight if next(owners) == workspace.pk] for row in rows}
     report = []
     for row in rows:
         health = worker_health(row, now=now)
@@ -123,8 +144,8 @@ def worker_report(*, now: datetime | None = None) -> list[dict[str, Any]]:
                 "seconds_since_beat": round((now - row.last_beat_at).total_seconds(), 1),
                 "health": health,
                 "stale_reported_at": row.stale_reported_at.isoformat() if row.stale_reported_at else None,
-                "in_flight_count": row.in_flight_count,
-                "in_flight": row.in_flight,
+                "in_flight_count": row.in_flight_count if workspace is None else len(in_flight[row.pk]),
+                "in_flight": in_flight[row.pk],
                 "completed": row.completed,
                 "leases_held": len(mine),
                 "at_risk": [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from lashops.core import tenancy
 from lashops.core.errors import Conflict, InvalidInput, LeaseHeld, LeaseLost, NotFound
 from lashops.core.models import ApiKey, Effect, Lease, StreamHead, WorkerHeartbeat, Workspace, slug_validator
 
@@ -364,8 +366,8 @@ def workers_prune(*, older_than_hours: float | None = None) -> int:
 def workers_sweep(*, now: Any = None) -> list[str]:
     """Report workers that stopped beating: every row silent for ``LASHOPS_WORKER_STALE_SECONDS``,
     not stopped and not yet reported gets ``stale_reported_at`` and one durable ``worker.stale``
-    event (worker, host, pid, last beat, work in flight, leases at risk) on every workspace's fleet
-    stream, in one transaction per worker. Two sweepers racing report each worker once: the mark is
+    event (worker, host, pid, last beat; and the work in flight and leases at risk of that workspace
+    only) on every workspace's fleet stream, in one transaction per worker. Two sweepers racing report each worker once: the mark is
     a conditional UPDATE whose row count decides who publishes. Returns the worker ids reported."""
 
     now = now or timezone.now()
@@ -380,17 +382,6 @@ def workers_sweep(*, now: Any = None) -> list[str]:
             if row is None or not WorkerHeartbeat.objects.filter(unreported, pk=pk).update(stale_reported_at=now):
                 continue
             row.stale_reported_at = now
-            at_risk = [
-                {
-                    "scope": lease.scope,
-                    "key": lease.key,
-                    "holder": lease.holder,
-                    "expires_at": lease.expires_at.isoformat(),
-                }
-                for lease in Lease.objects.exclude(holder="")
-                .filter(holder__startswith=row.holder_prefix, expires_at__gte=now)
-                .order_by("scope", "key")[:200]
-            ]
             _worker_publish(
                 type="worker.stale",
                 row=row,
@@ -399,18 +390,53 @@ def workers_sweep(*, now: Any = None) -> list[str]:
                     "stale_reported_at": now.isoformat(),
                     "seconds_since_beat": round((now - row.last_beat_at).total_seconds(), 1),
                     "stale_after_seconds": settings.LASHOPS_WORKER_STALE_SECONDS,
-                    "in_flight_count": row.in_flight_count,
-                    "in_flight": row.in_flight,
-                    "at_risk": at_risk,
                 },
+                scoped=_stale_work(row, now=now),
             )
         reported.append(row.worker_id)
     return reported
 
 
-def _worker_publish(*, type: str, row: WorkerHeartbeat, data: dict[str, Any]) -> None:
+def _stale_work(row: WorkerHeartbeat, *, now: Any) -> Callable[[int], dict[str, Any]]:
+    """Per workspace, what a stale worker was running and the leases it still holds: a workspace
+    is told about its own items only (other workspaces' ids are theirs). The items are mapped to
+    workspaces once per worker, one query per lease scope and per id kind."""
+    leases = list(
+        Lease.objects.exclude(holder="")
+        .filter(holder__startswith=row.holder_prefix, expires_at__gte=now)
+        .order_by("scope", "key")
+        .values("scope", "key", "holder", "expires_at")[:2000]
+    )
+    lease_owners = tenancy.lease_workspaces(leases)
+    work_owners = tenancy.work_workspaces(row.in_flight)
+
+    def of(workspace_id: int) -> dict[str, Any]:
+        in_flight = [item for item, owner in zip(row.in_flight, work_owners, strict=True) if owner == workspace_id]
+        at_risk = [
+            {
+                "scope": lease["scope"],
+                "key": lease["key"],
+                "holder": lease["holder"],
+                "expires_at": lease["expires_at"].isoformat(),
+            }
+            for lease, owner in zip(leases, lease_owners, strict=True)
+            if owner == workspace_id
+        ]
+        return {"in_flight_count": len(in_flight), "in_flight": in_flight, "at_risk": at_risk[:200]}
+
+    return of
+
+
+def _worker_publish(
+    *,
+    type: str,
+    row: WorkerHeartbeat,
+    data: dict[str, Any],
+    scoped: Callable[[int], dict[str, Any]] | None = None,
+) -> None:
     """A worker is shared by every workspace (each fleet page lists it), so a worker transition is
-    one durable event on each workspace's stream, written in the caller's transaction."""
+    one durable event on each workspace's stream, written in the caller's transaction. ``scoped``
+    adds what is that workspace's own (work in flight, leases at risk) to its copy."""
     from lashops.core.events import publish
 
     payload = {
@@ -422,4 +448,5 @@ def _worker_publish(*, type: str, row: WorkerHeartbeat, data: dict[str, Any]) ->
         **data,
     }
     for workspace in Workspace.objects.order_by("pk"):  # pk order: stream heads locked in one order
-        publish(workspace=workspace, type=type, subject={"worker": row.worker_id}, data=payload)
+        own = scoped(workspace.pk) if scoped is not None else {}
+        publish(workspace=workspace, type=type, subject={"worker": row.worker_id}, data=payload | own)

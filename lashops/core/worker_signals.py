@@ -12,7 +12,6 @@ from lashops.core import heartbeat
 
 _node: dict[str, Any] = {"name": "", "queues": []}
 _tokens: dict[str, int] = {}
-_ID_KEYS = ("session_id", "turn_id", "process_id", "mob_id", "identity", "workspace_id")
 
 
 @signals.celeryd_after_setup.connect
@@ -49,8 +48,8 @@ def _stopping(**kwargs: Any) -> None:
 
 @signals.task_prerun.connect
 def _task_started(task_id: str = "", task: Any = None, kwargs: dict | None = None, **extra: Any) -> None:
-    ids = {k: v for k, v in (kwargs or {}).items() if k in _ID_KEYS}
-    _tokens[task_id] = heartbeat.begin(getattr(task, "name", "task"), task_id=task_id, **ids)
+    ids = heartbeat.work_ids(kwargs or {}) | {"task_id": task_id}
+    _tokens[task_id] = heartbeat.begin(getattr(task, "name", "task"), **ids)
 
 
 @signals.task_postrun.connect

@@ -23,7 +23,13 @@ from django.utils import timezone
 from lashops.core.errors import InvalidInput
 from lashops.core.events import envelope
 from lashops.core.models import Event, Workspace
-from lashops.core.selectors import latest_committed_cursor, leases_held, worker_report
+from lashops.core.selectors import (
+    latest_committed_cursor,
+    worker_health,
+    worker_list,
+    worker_report,
+    workspace_leases_held,
+)
 
 TURNS_PER_MINUTE_WINDOW = timedelta(hours=1)
 
@@ -121,10 +127,9 @@ def fleet_counts(*, workspace: Workspace) -> dict[str, Any]:
     if Process is not None:
         rows = Process.objects.filter(workspace=workspace).values("status").annotate(n=Count("pk"))
         processes = {r["status"]: r["n"] for r in rows}
-    workers = worker_report(now=now)
     health: dict[str, int] = {"healthy": 0, "stale": 0, "stopped": 0}
-    for w in workers:
-        health[w["health"]] += 1
+    for row in worker_list():  # worker rows are shared; only their work is per workspace
+        health[worker_health(row, now=now)] += 1
     return {
         "active_sessions": Session.objects.filter(workspace=workspace, status=Session.Status.OPEN).count(),
         "running_turns": Turn.objects.filter(session__workspace=workspace, status=Turn.Status.RUNNING).count(),
@@ -132,7 +137,7 @@ def fleet_counts(*, workspace: Workspace) -> dict[str, Any]:
             session__workspace=workspace, created_at__gte=now - timedelta(minutes=1)
         ).count(),
         "processes": processes,
-        "leases_held": leases_held(now=now).count(),
+        "leases_held": len(workspace_leases_held(workspace=workspace, now=now)),
         "workers": health,
     }
 
@@ -168,7 +173,7 @@ def fleet_snapshot(*, workspace: Workspace, range_name: str | None = None) -> di
             "until": until.isoformat(),
             "choices": list(BURN_RANGES),
         },
-        "workers": worker_report(now=now),
+        "workers": worker_report(workspace=workspace, now=now),
         "events": recent_events(workspace=workspace, limit=30),
     }
 

@@ -1,5 +1,5 @@
 """The worker sweep: a worker that stopped beating is reported once (``worker.stale`` on every
-workspace's fleet stream, with what it was running and the leases at risk), and its next beat
+workspace's fleet stream, with what it was running and the leases at risk, of that workspace), and its next beat
 reports it once more (``worker.recovered``). Also with two sweepers racing, and live on /ws/fleet/."""
 
 import threading
@@ -15,6 +15,7 @@ from lashops.core import heartbeat
 from lashops.core.models import Event, Lease, WorkerHeartbeat
 from lashops.core.scheduler import _entries
 from lashops.core.services import workers_sweep
+from processes_app.models import Process
 
 
 def _beater(settings, worker_id: str = "w1") -> heartbeat.Beater:
@@ -38,6 +39,9 @@ def test_the_sweep_is_on_the_beat_schedule_and_so_on_the_in_process_scheduler():
 def test_a_silent_worker_is_reported_stale_once_and_recovered_once_when_it_beats_again(
     db, settings, workspace, django_capture_on_commit_callbacks
 ):
+    Process.objects.create(
+        id="p1", workspace=workspace, disposition="rerunnable", registration_hash="x", runnable_since=timezone.now()
+    )
     beater = _beater(settings)
     with heartbeat.track("lashops.processes.drive", process_id="p1"):
         beater.beat()

@@ -38,7 +38,7 @@ def test_a_beat_records_host_pid_queues_and_work_in_flight(db, settings):
     beater.beat()
     row.refresh_from_db()
     assert row.in_flight_count == 0 and row.completed >= 1
-    assert worker_report()[0]["health"] == "healthy"
+    assert worker_report(workspace=None)[0]["health"] == "healthy"
 
 
 def test_a_worker_that_stops_beating_is_stale_and_its_leases_are_at_risk(db, settings):
@@ -54,7 +54,7 @@ def test_a_worker_that_stops_beating_is_stale_and_its_leases_are_at_risk(db, set
         expires_at=timezone.now() + timedelta(seconds=20),
     )
     Lease.objects.create(scope="process", key="p2", holder="elsewhere:1:x", token=1, expires_at=timezone.now())
-    [worker] = worker_report()
+    [worker] = worker_report(workspace=None)
     assert worker["health"] == "stale"
     assert [(r["scope"], r["key"]) for r in worker["at_risk"]] == [("process", "p1")]
 
@@ -63,7 +63,7 @@ def test_a_clean_stop_is_not_stale(db, settings):
     beater = _beater(settings)
     beater.beat()
     beater.stop()
-    assert worker_report()[0]["health"] == "stopped"
+    assert worker_report(workspace=None)[0]["health"] == "stopped"
 
 
 def test_long_silent_workers_are_forgotten(db, settings):
@@ -102,7 +102,7 @@ def test_a_killed_celery_worker_goes_stale_with_its_lease_at_risk(broker_url, se
             expires_at=timezone.now() + timedelta(seconds=60),
         )  # fmt: skip
         worker.kill()
-        stale = wait_until(lambda: [w for w in worker_report() if w["health"] == "stale"], timeout=10)
+        stale = wait_until(lambda: [w for w in worker_report(workspace=None) if w["health"] == "stale"], timeout=10)
         assert stale[0]["worker_id"] == row.worker_id
         assert stale[0]["at_risk"] == [
             {"scope": "process", "key": "p1", "expires_at": stale[0]["at_risk"][0]["expires_at"]}
