@@ -226,7 +226,11 @@ class UsageRecord(TokenCounts):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["model", "created_at"], name="usage_model_idx")]
+        indexes = [
+            models.Index(fields=["model", "created_at"], name="usage_model_idx"),
+            # The fleet page's burn charts read a time range (1h, 24h, 7d) of every model.
+            models.Index(fields=["created_at"], name="usage_created_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.turn_id} {self.model} {self.source}"
