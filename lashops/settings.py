@@ -205,6 +205,18 @@ LASHOPS_MOB_TOPOLOGY_PROVIDER = env_str("LASHOPS_MOB_TOPOLOGY_PROVIDER", "")
 LASHOPS_CONSOLE_RETENTION_DAYS = env_float("LASHOPS_CONSOLE_RETENTION_DAYS", 30.0, minimum=0.0)
 LASHOPS_CONSOLE_PRUNE_BATCH = env_int("LASHOPS_CONSOLE_PRUNE_BATCH", 1000, minimum=1)
 CELERY_BEAT_SCHEDULE["lashops-mobs-console-prune"] = {"task": "mobs_app.console_prune", "schedule": 3600.0}
+# A console frame whose delivery fails transiently is retried: at most ATTEMPTS attempts, the n-th
+# retry RETRY_BASE * 2**(n-1) seconds after the failure (capped at RETRY_MAX). A frame accepted but
+# never picked up, or still dispatching, DELIVERY_TIMEOUT seconds on is taken over by the sweep.
+LASHOPS_CONSOLE_DELIVERY_ATTEMPTS = env_int("LASHOPS_CONSOLE_DELIVERY_ATTEMPTS", 5, minimum=1)
+LASHOPS_CONSOLE_RETRY_BASE_SECONDS = env_float("LASHOPS_CONSOLE_RETRY_BASE_SECONDS", 2.0, minimum=0.0)
+LASHOPS_CONSOLE_RETRY_MAX_SECONDS = env_float("LASHOPS_CONSOLE_RETRY_MAX_SECONDS", 300.0, minimum=0.0)
+LASHOPS_CONSOLE_DELIVERY_TIMEOUT = env_float("LASHOPS_CONSOLE_DELIVERY_TIMEOUT", 120.0, minimum=1.0)
+LASHOPS_CONSOLE_SWEEP_SECONDS = env_float("LASHOPS_CONSOLE_SWEEP_SECONDS", 2.0, minimum=0.1)
+CELERY_BEAT_SCHEDULE["lashops-mobs-console-deliveries-sweep"] = {
+    "task": "mobs_app.console_deliveries_sweep",
+    "schedule": LASHOPS_CONSOLE_SWEEP_SECONDS,
+}
 # "before_create=pkg.mod:fn,on_error=pkg.mod:fn2" (a hook may be named several times)
 LASHOPS_MOB_HOOKS: dict[str, list[str]] = {}
 for _item in env_list("LASHOPS_MOB_HOOKS", []):

@@ -13,7 +13,7 @@ from lashops.core import services as core_services
 from lashops.core.admin_tools import ReadOnlyInline
 from lashops.core.errors import LashOpsError
 from lashops.core.models import Workspace
-from mobs_app import services
+from mobs_app import delivery, services
 from mobs_app.contacts import parse_transport
 from mobs_app.definition import parse_definition
 from mobs_app.errors import DefinitionInvalid
@@ -304,7 +304,17 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(ConsoleFrame)
 class ConsoleFrameAdmin(ReadOnlyAdmin):
-    list_display = ("seq", "mob", "identity", "kind", "status", "frame_version", "created_at")
+    list_display = (
+        "seq",
+        "mob",
+        "identity",
+        "kind",
+        "status",
+        "delivery_attempts",
+        "next_attempt_at",
+        "frame_version",
+        "created_at",
+    )
     list_filter = ("status", "kind", "mob")
     list_select_related = ("mob",)
     search_fields = ("identity", "dedupe_key", "session_id")
@@ -316,12 +326,31 @@ class ConsoleFrameAdmin(ReadOnlyAdmin):
         "session_id",
         "kind",
         "status",
+        "delivery_attempts",
+        "next_attempt_at",
+        "last_error",
         "frame_version",
         "source_kind",
         "payload",
         "created_at",
         "updated_at",
     )
+    actions = ["retry_now"]
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("mobs_app.change_consoleframe")
+
+    @admin.action(description="Retry delivery now", permissions=["retry"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[ConsoleFrame]) -> None:
+        done = 0
+        for frame in queryset.select_related("mob__workspace").order_by("mob", "seq"):
+            try:
+                delivery.console_frame_retry(frame=frame)
+                done += 1
+            except LashOpsError as exc:
+                message = f"Frame {frame.cursor} of mob {frame.mob}: {exc.code}: {exc.message}"
+                self.message_user(request, message, messages.ERROR)
+        self.message_user(request, f"Delivery retried now: {done} frame(s).")
 
 
 @admin.register(MobEvent)

@@ -9,7 +9,7 @@ from ninja import Field, Query, Router, Schema, Status
 from ninja.pagination import LimitOffsetPagination, paginate
 
 from lashops.core.schemas import ErrorOut
-from mobs_app import journal, messaging, selectors, services
+from mobs_app import delivery, journal, messaging, selectors, services
 from mobs_app.models import Mob
 from mobs_app.schemas import (
     AcceptanceOut,
@@ -18,6 +18,7 @@ from mobs_app.schemas import (
     DispatchIn,
     DrainIn,
     EdgeOut,
+    FrameOut,
     IdentityIn,
     IdentityOut,
     MobDetailOut,
@@ -205,6 +206,16 @@ class ConsoleQuery(Schema):
 def console(request: HttpRequest, mob_id: str, query: Query[ConsoleQuery]):
     """Console frames after ``after`` (``console:<seq>``), keyset-paged; ``next_cursor`` never skips."""
     return journal.console_page(mob=_mob(request, mob_id), after=query.after, limit=query.limit)
+
+
+@router.post("/{mob_id}/console/{cursor}/retry", response={202: FrameOut, **ERRORS})
+def console_frame_retry(request: HttpRequest, mob_id: str, cursor: str):
+    """Retry delivering the frame at ``cursor`` (``console:<seq>``) now. A frame that failed for good
+    (``delivery_failed``) gets a fresh set of attempts; one waiting for its retry (``accepted``) goes
+    at once. 409 ``delivery_in_progress``, ``not_retriable`` (delivered, completed, not a message),
+    ``identity_retired``/``identity_deleted``; 404 ``unknown_frame``; 422 ``invalid_cursor``."""
+    frame = delivery.console_frame_get(mob=_mob(request, mob_id), cursor=cursor)
+    return Status(202, delivery.console_frame_retry(frame=frame))
 
 
 class EventsQuery(Schema):

@@ -4,7 +4,8 @@ transaction and mirrored on the workspace event stream (subject ``{"mob": pk}``)
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable, Collection
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -124,6 +125,9 @@ def _frame_dict(frame: ConsoleFrame) -> dict[str, Any]:
         "frame_version": frame.frame_version,
         "source_kind": frame.source_kind,
         "payload": frame.payload,
+        "delivery_attempts": frame.delivery_attempts,
+        "next_attempt_at": frame.next_attempt_at.isoformat() if frame.next_attempt_at else None,
+        "last_error": frame.last_error,
     }
 
 
@@ -137,9 +141,10 @@ def console_append(
     status: str = ConsoleFrame.Status.ACCEPTED,
     source_kind: str = "send",
     session_id: str = "",
+    next_attempt_at: datetime | None = None,
 ) -> tuple[ConsoleFrame, bool]:
     """Append a frame unless one with ``dedupe_key`` exists (append-if-absent). Returns
-    (frame, created)."""
+    (frame, created). ``next_attempt_at`` hands a frame to be delivered to the delivery sweep."""
     if dedupe_key:
         existing = ConsoleFrame.objects.filter(mob=mob, dedupe_key=dedupe_key).first()
         if existing is not None:
@@ -156,6 +161,7 @@ def console_append(
                 status=status,
                 source_kind=source_kind,
                 payload=payload or {},
+                next_attempt_at=next_attempt_at,
             )
             publish_many(
                 workspace=mob.workspace,
@@ -176,6 +182,61 @@ def console_append(
         raise
 
 
+FrameEvents = list[tuple[str, dict[str, Any]]]
+
+
+def console_transition(
+    *,
+    frame: ConsoleFrame,
+    change: Callable[[ConsoleFrame], FrameEvents | None],
+    expect_status: str | Collection[str] | None = None,
+    expect_version: int | None = None,
+) -> ConsoleFrame | None:
+    """Apply ``change`` to the locked frame, bump ``frame_version`` and publish
+    ``console.frame_updated`` and the ``(type, data)`` events ``change`` returns, in one
+    transaction. It is a claim: None when the frame is gone, is no longer in ``expect_status``
+    or another writer moved its ``frame_version`` past ``expect_version`` (a fencing token)."""
+    statuses = (expect_status,) if isinstance(expect_status, str) else expect_status
+    with transaction.atomic():
+        # of=("self",): lock the frame only. A plain FOR UPDATE over the join also locked the mob and
+        # the workspace row, and any commit inserting an Event checks its workspace foreign key with
+        # FOR KEY SHARE while holding the stream head: a deadlock on PostgreSQL.
+        frame = (
+            ConsoleFrame.objects.select_for_update(of=("self",))
+            .select_related("mob__workspace")
+            .filter(pk=frame.pk)
+            .first()
+        )
+        if frame is None:
+            return None
+        if statuses is not None and frame.status not in statuses:
+            return None
+        if expect_version is not None and frame.frame_version != expect_version:
+            return None
+        extra = change(frame) or []
+        frame.frame_version += 1
+        frame.save(
+            update_fields=[
+                "status",
+                "frame_version",
+                "payload",
+                "session_id",
+                "delivery_attempts",
+                "next_attempt_at",
+                "last_error",
+                "updated_at",
+            ]
+        )
+        mob = frame.mob
+        subject = {"mob": mob.pk, "mob_id": mob.mob_id, "identity": frame.identity}
+        publish_many(
+            workspace=mob.workspace,
+            drafts=[EventDraft(type="console.frame_updated", subject=subject, data=_frame_dict(frame))]
+            + [EventDraft(type=kind, subject=subject, data={"cursor": frame.cursor, **data}) for kind, data in extra],
+        )
+    return frame
+
+
 def console_update(
     *,
     frame: ConsoleFrame,
@@ -186,32 +247,15 @@ def console_update(
 ) -> ConsoleFrame | None:
     """Change a frame's status (and merge ``payload``); bumps ``frame_version``. With
     ``expect_status`` it is a claim: None when the frame is no longer in that status."""
-    with transaction.atomic():
-        # of=("self",): lock the frame only. A plain FOR UPDATE over the join also locked the mob and
-        # the workspace row, and any commit inserting an Event checks its workspace foreign key with
-        # FOR KEY SHARE while holding the stream head: a deadlock on PostgreSQL.
-        frame = ConsoleFrame.objects.select_for_update(of=("self",)).select_related("mob__workspace").get(pk=frame.pk)
-        if expect_status is not None and frame.status != expect_status:
-            return None
-        frame.status = status
-        frame.frame_version += 1
+
+    def change(row: ConsoleFrame) -> None:
+        row.status = status
         if payload:
-            frame.payload = {**frame.payload, **payload}
+            row.payload = {**row.payload, **payload}
         if session_id is not None:
-            frame.session_id = session_id
-        frame.save(update_fields=["status", "frame_version", "payload", "session_id", "updated_at"])
-        mob = frame.mob
-        publish_many(
-            workspace=mob.workspace,
-            drafts=[
-                EventDraft(
-                    type="console.frame_updated",
-                    subject={"mob": mob.pk, "mob_id": mob.mob_id, "identity": frame.identity},
-                    data=_frame_dict(frame),
-                )
-            ],
-        )
-    return frame
+            row.session_id = session_id
+
+    return console_transition(frame=frame, change=change, expect_status=expect_status)
 
 
 def parse_console_cursor(value: str | None) -> int:

@@ -1,5 +1,6 @@
-"""send, dispatch, peer messages and their delivery. Acceptance is answered at ingress (a console
-frame, idempotent by identity, origin and key); the delivery and the turn run in the background."""
+"""send, dispatch and peer messages. Acceptance is answered at ingress (a console frame,
+idempotent by identity, origin and key); the delivery (``mobs_app.delivery``, with retries) and
+the turn run in the background."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 from django.db import transaction
 
 from lashops.core.runner import dispatch
-from mobs_app import hooks
 from mobs_app.contacts import parse_address, parse_transport
+from mobs_app.delivery import delivery_deadline
 from mobs_app.errors import (
     Conflict,
     IdempotencyConflict,
@@ -22,9 +23,8 @@ from mobs_app.errors import (
     TopologyDenied,
 )
 from mobs_app.journal import console_append, console_update, ledger_append
-from mobs_app.members import member_sessions
 from mobs_app.models import ConsoleFrame, Contact, Continuity, Edge, Identity, Mob
-from mobs_app.services import identity_get, identity_materialize
+from mobs_app.services import identity_get
 from mobs_app.topology import topology_check
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ def _ingress(
             },
             dedupe_key=dedupe_key,
             source_kind="send",
+            next_attempt_at=delivery_deadline(),  # the sweep's safety net if this dispatch is lost
         )
         if not created:
             if frame.payload.get("content_hash") != content_hash:
@@ -86,7 +87,7 @@ def _ingress(
             return _acceptance(frame, replayed=True)
         from mobs_app.tasks import frame_deliver_task
 
-        dispatch(frame_deliver_task, frame_pk=frame.pk)
+        dispatch(frame_deliver_task, frame_pk=frame.pk, attempts=0)
     return _acceptance(frame, replayed=False)
 
 
@@ -108,44 +109,6 @@ def identity_dispatch(*, mob: Mob, key: str, text: str, origin: str, idempotency
     return _ingress(
         mob=mob, identity=identity, kind="dispatch", text=text, origin=origin, idempotency_key=idempotency_key
     )
-
-
-def _input_text(frame: ConsoleFrame) -> str:
-    text = frame.payload.get("text", "")
-    if frame.kind == "peer_message":
-        sender = frame.payload.get("from", "")
-        if frame.payload.get("from_mob"):
-            sender = f"{sender}::{frame.payload['from_mob']}"
-        return f"[message from peer {sender}] {text}"
-    return text
-
-
-def frame_deliver(*, frame_pk: int) -> ConsoleFrame | None:
-    """Deliver an accepted frame: materialize the identity if needed (coalesced), then queue
-    the text as input of its session. Idempotent: a frame past ``accepted`` is left alone."""
-    frame = ConsoleFrame.objects.select_related("mob__workspace", "mob__active_revision").filter(pk=frame_pk).first()
-    if frame is None:
-        return None
-    claimed = console_update(frame=frame, status=ConsoleFrame.Status.DISPATCHING, expect_status="accepted")
-    if claimed is None:
-        return None
-    mob = frame.mob
-    try:
-        identity = identity_get(mob=mob, key=frame.identity)
-        if identity.state != Identity.State.ACTIVE:
-            identity = identity_materialize(identity=identity)
-        session_id = Continuity.objects.filter(pk=identity.pk).values_list("session_id", flat=True).get()
-        member_sessions().deliver(
-            workspace=mob.workspace,
-            session_id=session_id,
-            text=_input_text(frame),
-            source_key=f"mob:{mob.pk}:{frame.cursor}",
-        )
-    except Exception as exc:
-        reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        hooks.run("on_error", mob, "delivery_failure", frame.identity, reason)
-        return console_update(frame=frame, status=ConsoleFrame.Status.DELIVERY_FAILED, payload={"error": reason})
-    return console_update(frame=frame, status=ConsoleFrame.Status.DELIVERED, session_id=session_id)
 
 
 def member_reply_record(

@@ -206,6 +206,16 @@ class ConsoleFrame(models.Model):
     frame_version = models.PositiveIntegerField(default=1)
     source_kind = models.CharField(max_length=20, default="send")
     payload = models.JSONField(default=dict)
+    delivery_attempts = models.PositiveIntegerField(
+        default=0, help_text="Delivery attempts started (an operator's retry of a failed frame starts again at 0)."
+    )
+    next_attempt_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the delivery sweep next looks at the frame: a due retry or a lost dispatch (accepted), "
+        "the deadline of the attempt in progress (dispatching). Empty once delivered or failed for good.",
+    )
+    last_error = models.TextField(blank=True, default="", help_text="Why the last delivery attempt failed.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -214,6 +224,14 @@ class ConsoleFrame(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["mob", "seq"], name="console_seq_unique"),
             models.UniqueConstraint(fields=["mob", "dedupe_key"], name="console_dedupe_unique"),
+        ]
+        indexes = [
+            # The delivery sweep's range scan; only in-flight deliveries have a time.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(next_attempt_at__isnull=False),
+                name="console_next_attempt_idx",
+            ),
         ]
 
     def __str__(self) -> str:

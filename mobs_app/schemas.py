@@ -120,6 +120,11 @@ class FrameOut(Schema):
     frame_version: int
     source_kind: str
     payload: dict[str, Any]
+    delivery_attempts: int = Field(0, description="Delivery attempts started (0 for frames that are not delivered).")
+    next_attempt_at: datetime | None = Field(
+        None, description="accepted: when the next attempt is due; dispatching: the attempt's deadline."
+    )
+    last_error: str = Field("", description="Why the last delivery attempt failed.")
     created_at: datetime
     updated_at: datetime
 

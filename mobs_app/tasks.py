@@ -6,10 +6,17 @@ from celery import shared_task
 
 
 @shared_task(name="mobs_app.frame_deliver")
-def frame_deliver_task(*, frame_pk: int) -> None:
-    from mobs_app.messaging import frame_deliver
+def frame_deliver_task(*, frame_pk: int, attempts: int | None = None) -> None:
+    from mobs_app.delivery import frame_deliver
 
-    frame_deliver(frame_pk=frame_pk)
+    frame_deliver(frame_pk=frame_pk, attempts=attempts)
+
+
+@shared_task(name="mobs_app.console_deliveries_sweep")
+def console_deliveries_sweep_task() -> dict[str, int]:
+    from mobs_app.delivery import console_deliveries_sweep
+
+    return console_deliveries_sweep()
 
 
 @shared_task(name="mobs_app.mob_warm")
