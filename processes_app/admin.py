@@ -103,6 +103,41 @@ def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
         modeladmin.message_user(request, "; ".join(failed), level=messages.WARNING)
 
 
+def _form_action(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet,
+    *,
+    form_class: type,
+    apply: Any,
+    action: str,
+    title: str,
+    intro: str,
+    submit: str,
+) -> HttpResponse | None:
+    """An admin action that asks for a form first: once it is valid, ``apply(form)`` gives the
+    operation and the verb ``_each`` runs and reports over the selected processes."""
+    if "apply" in request.POST:
+        form = form_class(request.POST)
+        if form.is_valid():
+            _each(modeladmin, request, queryset, *apply(form))
+            return None
+    else:
+        form = form_class()
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": title,
+        "intro": intro,
+        "submit": submit,
+        "form": form,
+        "processes": queryset,
+        "action": action,
+        "opts": modeladmin.model._meta,
+        "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+    }
+    return TemplateResponse(request, "admin/processes_app/form_action.html", context)
+
+
 @admin.register(Process)
 class ProcessAdmin(admin.ModelAdmin):
     list_display = ("id", "definition_name", "kind", "status", "wait_kind", "disposition", "workspace", "created_at")
@@ -203,61 +238,51 @@ class ProcessAdmin(admin.ModelAdmin):
 
     @admin.action(description="Send a signal to selected processes…")
     def signal_processes(self, request: HttpRequest, queryset: QuerySet[Process]) -> HttpResponse | None:
-        if "apply" in request.POST:
-            form = SignalForm(request.POST)
-            if form.is_valid():
-                name, payload = form.cleaned_data["name"], form.cleaned_data["payload"]
-                _each(
-                    self,
-                    request,
-                    queryset,
-                    lambda p: services.process_signal(
-                        workspace=p.workspace, process_id=p.pk, name=name, payload=payload
-                    ),
-                    f"Sent {name!r} to",
-                )
-                return None
-        else:
-            form = SignalForm()
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Send a signal",
-            "form": form,
-            "processes": queryset,
-            "action": "signal_processes",
-            "opts": self.model._meta,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-        }
-        return TemplateResponse(request, "admin/processes_app/signal.html", context)
+        def apply(form: SignalForm) -> tuple[Any, str]:
+            name, payload = form.cleaned_data["name"], form.cleaned_data["payload"]
+            return (
+                lambda p: services.process_signal(workspace=p.workspace, process_id=p.pk, name=name, payload=payload),
+                f"Sent {name!r} to",
+            )
+
+        return _form_action(
+            self,
+            request,
+            queryset,
+            form_class=SignalForm,
+            apply=apply,
+            action="signal_processes",
+            title="Send a signal",
+            intro=f"Send a signal to {queryset.count()} process(es):",
+            submit="Send signal",
+        )
 
     @admin.action(description="Complete selected external processes…")
     def complete_processes(self, request: HttpRequest, queryset: QuerySet[Process]) -> HttpResponse | None:
-        if "apply" in request.POST:
-            form = CompleteForm(request.POST)
-            if form.is_valid():
-                completion = form.completion()
-                _each(
-                    self,
-                    request,
-                    queryset,
-                    lambda p: services.process_complete(
-                        workspace=p.workspace, process_id=p.pk, via="admin", path="form", **completion
-                    ),
-                    f"{form.cleaned_data['outcome'].capitalize()}",
-                )
-                return None
-        else:
-            form = CompleteForm()
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Complete external processes",
-            "form": form,
-            "processes": queryset,
-            "action": "complete_processes",
-            "opts": self.model._meta,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-        }
-        return TemplateResponse(request, "admin/processes_app/complete.html", context)
+        def apply(form: CompleteForm) -> tuple[Any, str]:
+            completion = form.completion()
+            return (
+                lambda p: services.process_complete(
+                    workspace=p.workspace, process_id=p.pk, via="admin", path="form", **completion
+                ),
+                form.cleaned_data["outcome"].capitalize(),
+            )
+
+        return _form_action(
+            self,
+            request,
+            queryset,
+            form_class=CompleteForm,
+            apply=apply,
+            action="complete_processes",
+            title="Complete external processes",
+            intro=(
+                f"Complete {queryset.count()} externally owned process(es) with the same result. A process waiting "
+                "on one of them continues; a process that is not externally owned, or has already ended, is left "
+                "as it is."
+            ),
+            submit="Complete",
+        )
 
 
 @admin.register(TriggerEvent)

@@ -207,35 +207,7 @@ class ProcessContext:
         self, definition: str, input: Any = None, *, disposition: str | None = None, child_id: str | None = None
     ) -> str:
         """Start a child process (journaled: a replay returns the same child id)."""
-        ordinal, recorded = self._next("child_start", definition)
-        if recorded is not None:
-            return recorded["child_id"]
-        self._run.boundary()
-        cid = child_id or _child_id(self.process_id, ordinal)
-
-        def start_it() -> None:
-            from processes_app.services import process_start
-
-            parent = self._run.process
-            process_start(
-                workspace=parent.workspace,
-                process_id=cid,
-                definition=definition,
-                input=input if input is not None else {},
-                disposition=disposition or parent.disposition,
-                provenance={**parent.provenance, "parent": parent.id},
-                parent_id=parent.id,
-            )
-
-        outcome = self._record(
-            "child_start",
-            definition,
-            ordinal,
-            {"child_id": cid},
-            log=[("process.child_started", {"child": cid, "definition": definition})],
-            then=start_it,
-        )
-        return outcome["child_id"]
+        return self._start("child_start", definition, input, child_id, disposition=disposition)
 
     def await_child(self, child_id: str) -> dict[str, Any]:
         """Wait until the child is terminal; returns ``{"status", "output", "error"}``."""
@@ -259,7 +231,22 @@ class ProcessContext:
         ``POST /api/processes/{id}/complete``; with ``timeout`` (seconds) it fails with
         ``deadline_exceeded`` if no completion comes in time. Journaled: a replay returns the
         same child id. Await it with ``await_child``."""
-        ordinal, recorded = self._next("external_start", name)
+        return self._start(
+            "external_start",
+            name,
+            input,
+            child_id,
+            disposition="externally_owned",
+            kind="external",
+            timeout_seconds=timeout,
+        )
+
+    def _start(
+        self, entry: str, definition: str, input: Any, child_id: str | None, *, disposition: str | None, **extra: Any
+    ) -> str:
+        """Start a child process once (the journal entry ``entry`` holds its id for replays);
+        ``disposition=None`` inherits the parent's."""
+        ordinal, recorded = self._next(entry, definition)
         if recorded is not None:
             return recorded["child_id"]
         self._run.boundary()
@@ -272,22 +259,19 @@ class ProcessContext:
             process_start(
                 workspace=parent.workspace,
                 process_id=cid,
-                kind="external",
-                definition=name,
+                definition=definition,
                 input=input if input is not None else {},
-                disposition="externally_owned",
+                disposition=disposition or parent.disposition,
                 provenance={**parent.provenance, "parent": parent.id},
                 parent_id=parent.id,
-                timeout_seconds=timeout,
+                **extra,
             )
 
+        started = {"child": cid, "definition": definition}
+        if extra.get("kind") == "external":
+            started["external"] = True
         outcome = self._record(
-            "external_start",
-            name,
-            ordinal,
-            {"child_id": cid},
-            log=[("process.child_started", {"child": cid, "definition": name, "external": True})],
-            then=start_it,
+            entry, definition, ordinal, {"child_id": cid}, log=[("process.child_started", started)], then=start_it
         )
         return outcome["child_id"]
 
