@@ -147,7 +147,10 @@ class Hub:
         for event in events:
             text = json.dumps(event)  # once per event, not once per socket
             for member in members:
-                member.deliver(event, text)
+                try:
+                    member.deliver(event, text)
+                except Exception:  # one broken socket must not end the feed for the others
+                    log.exception("delivering on %s failed", feed.group)
 
     @staticmethod
     def _resync(feed: _Feed, reason: str) -> None:

@@ -105,3 +105,35 @@ def test_a_publishers_sequence_shows_a_loss_only_when_it_jumps():
     assert not feed.check_sequence({"origin": "a", "seq": 4})
     assert feed.check_sequence({"origin": "a", "seq": 1})  # the sender forgot the group: restarts
     assert feed.check_sequence({"type": "stream.event"})  # not stamped: nothing to check
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.got: list[int] = []
+
+    def deliver(self, event, text) -> None:
+        self.got.append(event["i"])
+
+    def resync(self, reason) -> None:
+        pass
+
+
+class _Broken(_Recorder):
+    def deliver(self, event, text) -> None:
+        raise RuntimeError("a socket in a bad state")
+
+
+async def test_a_subscriber_that_raises_does_not_end_the_feed_for_the_others():
+    import asyncio
+
+    hub, good, group = fanout.Hub(), _Recorder(), "tests.fanout.broken"
+    await hub.subscribe(group, _Broken())
+    await hub.subscribe(group, good)
+    for i in range(3):
+        await get_channel_layer().group_send(group, {"type": "stream.event", "event": {"i": i}})
+    for _ in range(100):
+        if len(good.got) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert good.got == [0, 1, 2]
+    await hub.unsubscribe(group, good)
