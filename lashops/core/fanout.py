@@ -129,9 +129,13 @@ class Hub:
                 self._resync(feed, "layer_error")
                 await asyncio.sleep(RETRY_DELAY)
                 continue
-            if not feed.check_sequence(message):
-                self._resync(feed, "layer_dropped")
-            self._dispatch(feed, message)
+            try:
+                if not feed.check_sequence(message):
+                    self._resync(feed, "layer_dropped")
+                self._dispatch(feed, message)
+            except Exception:  # a malformed message: keep reading, let sockets catch up
+                log.exception("handling a message on %s failed", feed.group)
+                self._resync(feed, "bad_message")
 
     @staticmethod
     def _dispatch(feed: _Feed, message: dict[str, Any]) -> None:

@@ -137,3 +137,19 @@ async def test_a_subscriber_that_raises_does_not_end_the_feed_for_the_others():
         await asyncio.sleep(0.01)
     assert good.got == [0, 1, 2]
     await hub.unsubscribe(group, good)
+
+
+async def test_a_malformed_message_does_not_end_the_feed():
+    import asyncio
+
+    hub, good, group = fanout.Hub(), _Recorder(), "tests.fanout.malformed"
+    await hub.subscribe(group, good)
+    layer = get_channel_layer()
+    await layer.group_send(group, {"type": "stream.event"})  # no event in it
+    await layer.group_send(group, {"type": "stream.event", "event": {"i": 7}})
+    for _ in range(100):
+        if good.got:
+            break
+        await asyncio.sleep(0.01)
+    assert good.got == [7]
+    await hub.unsubscribe(group, good)
