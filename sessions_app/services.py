@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, OuterRef, Subquery
 from django.utils import timezone
 
 from lashops.core.errors import Conflict, InvalidInput
@@ -198,8 +198,18 @@ def _check_input(text: str) -> None:
         )
 
 
-def _admit(session: Session, *, text: str, source_key: str, background: bool, accept_inputs: list[int] = ()) -> Turn:
-    """Claim the session's lane and create the turn (in the caller's transaction)."""
+def _admit(
+    session: Session,
+    *,
+    text: str,
+    source_key: str,
+    background: bool,
+    accept_inputs: list[int] = (),
+    running: bool = False,
+) -> Turn:
+    """Claim the session's lane and create the turn (in the caller's transaction), ``running``
+    (started, first drive attempt) when the caller drives it at once. ``turn.session`` is the
+    session as read after the claim: with the lane held, nobody else moves its head."""
     turn_id = uuid.uuid4().hex
     if not Session.objects.filter(pk=session.pk, active_turn_id="", status=Session.Status.OPEN).update(
         active_turn_id=turn_id
@@ -211,9 +221,19 @@ def _admit(session: Session, *, text: str, source_key: str, background: bool, ac
             "a turn is already running on this session; post to /inputs to queue input",
             details={"active_turn": current[1] if current else None},
         )
-    index = (Turn.objects.filter(session=session).aggregate(m=Max("index"))["m"] or 0) + 1
+    # One read for the fresh session row, its workspace and the last turn index.
+    last_index = Turn.objects.filter(session=OuterRef("pk")).order_by("-index").values("index")[:1]
+    fresh = Session.objects.select_related("workspace").annotate(last_index=Subquery(last_index)).get(pk=session.pk)
+    index = (fresh.last_index or 0) + 1
+    started = {"status": Turn.Status.RUNNING, "started_at": timezone.now(), "drive_attempts": 1} if running else {}
     turn = Turn.objects.create(
-        id=turn_id, session=session, index=index, source_key=source_key, input_text=text, background=background
+        id=turn_id,
+        session=fresh,
+        index=index,
+        source_key=source_key,
+        input_text=text,
+        background=background,
+        **started,
     )
     if accept_inputs:
         PendingInput.objects.filter(pk__in=accept_inputs).update(
@@ -243,7 +263,8 @@ def turn_start(*, session: Session, text: str, source_key: str = "", background:
     try:
         # deferred(): turn.started is written after the lease and the turn row, at the end.
         with transaction.atomic(), deferred():
-            turn = _admit(session, text=text, source_key=source_key, background=background)
+            # A foreground turn is created running: a held lease below rolls it all back.
+            turn = _admit(session, text=text, source_key=source_key, background=background, running=not background)
             grant = None
             if background:
                 from sessions_app.tasks import drive_turn_task
@@ -252,9 +273,6 @@ def turn_start(*, session: Session, text: str, source_key: str = "", background:
             else:
                 grant = lease_acquire(
                     scope=SESSION_LEASE_SCOPE, key=session.pk, holder=holder, ttl=settings.LASHOPS_SESSION_LEASE_TTL
-                )
-                Turn.objects.filter(pk=turn.pk).update(
-                    status=Turn.Status.RUNNING, started_at=timezone.now(), drive_attempts=1
                 )
     except IntegrityError:
         # A concurrent request with the same source_key won the race.
@@ -266,8 +284,7 @@ def turn_start(*, session: Session, text: str, source_key: str = "", background:
         raise SessionBusy("another driver holds this session", details=exc.details) from None
     if background:
         return turn
-    turn.refresh_from_db()
-    return _drive(turn, holder=holder, token=grant.token)
+    return _drive(turn, holder=holder, token=grant.token, session=turn.session)
 
 
 # --- turns: driving ----------------------------------------------------------------------
@@ -306,8 +323,10 @@ def _transcript(session: Session) -> list[dict[str, Any]]:
     return [node.as_runtime_dict() for node in transcript(session=session)]
 
 
-def _drive(turn: Turn, *, holder: str, token: int) -> Turn:
-    session = Session.objects.select_related("workspace").get(pk=turn.session_id)
+def _drive(turn: Turn, *, holder: str, token: int, session: Session | None = None) -> Turn:
+    """Run the engine and commit. ``session``: the row as read under the lane (admission), else read here."""
+    if session is None:
+        session = Session.objects.select_related("workspace").get(pk=turn.session_id)
     turn.session = session
     journal = OrmEffectJournal(workspace_id=session.workspace_id, scope=turn.scope)
     events = TurnEventSink(workspace=session.workspace, session_id=session.pk, turn_id=turn.pk)
