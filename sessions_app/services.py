@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max, OuterRef, Subquery
+from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from lashops.core.errors import Conflict, InvalidInput
@@ -31,7 +31,7 @@ from lashops.core.errors import LeaseLost as CoreLeaseLost
 from lashops.core.events import EventDraft, deferred, publish, publish_many
 from lashops.core.models import Effect, Lease, Workspace
 from lashops.core.runner import dispatch
-from lashops.core.services import lease_acquire, lease_check, lease_release
+from lashops.core.services import lease_acquire, lease_release
 from lashops.runtime.interfaces import JournalError, LeaseLost
 from lashops.runtime.nodes import NodeDraft
 from lashops.runtime.providers import PROVIDERS, build_provider
@@ -391,6 +391,9 @@ def _cancelled_result(turn: Turn, result: TurnResult) -> TurnResult:
     )
 
 
+_COST_QUANTUM = Decimal(1).scaleb(-Turn._meta.get_field("cost_usd").decimal_places)
+
+
 def _prices() -> dict[tuple[str, str], ModelPrice]:
     return {(p.provider, p.model): p for p in ModelPrice.objects.all()}
 
@@ -422,13 +425,18 @@ def turn_commit(
     # deferred(): the turn's events are written last (after the lease release), so the
     # workspace's other writers wait on its stream head only for this commit.
     with transaction.atomic(), deferred():
-        locked = Turn.objects.select_for_update().get(pk=turn.pk)
+        # The session's last node seq comes with the lock: only this turn's commit (it holds the
+        # lane) adds nodes to the session until it lands.
+        last_seq = Node.objects.filter(session=OuterRef("session_id")).order_by("-seq").values("seq")[:1]
+        locked = Turn.objects.select_for_update().annotate(last_seq=Subquery(last_seq)).get(pk=turn.pk)
         if locked.status == Turn.Status.COMMITTED:
             if locked.commit_digest == result.digest():
                 return locked
             raise CommitConflict("this turn was already committed with a different result")
         try:
-            lease_check(scope=SESSION_LEASE_SCOPE, key=session.pk, token=token, lock=True)
+            # Check and release in one statement: the row stays locked to the commit, and any
+            # failure below rolls the release back with everything else.
+            lease_release(scope=SESSION_LEASE_SCOPE, key=session.pk, token=token, check=True)
         except CoreLeaseLost:
             raise SessionBusy("the session lease was lost before commit") from None
         if locked.cancel_requested_at is not None and result.stop_reason != "cancelled":
@@ -476,7 +484,7 @@ def turn_commit(
         if not updated:
             raise CommitConflict("the session head moved while this turn ran")
 
-        base = Node.objects.filter(session=session).aggregate(m=Max("seq"))["m"] or 0
+        base = locked.last_seq or 0
         Node.objects.bulk_create(
             [
                 Node(
@@ -508,21 +516,23 @@ def turn_commit(
                 row.status, row.claimed_by = PendingInput.Status.PENDING, ""
         PendingInput.objects.bulk_update(claimed, ["status", "accepted_by", "claimed_by"])
 
-        now = timezone.now()
-        Turn.objects.filter(pk=turn.pk).update(
-            status=Turn.Status.COMMITTED,
-            outcome=result.outcome,
-            stop_reason=result.stop_reason or "",
-            stop_detail=result.stop_detail or "",
-            final_text=result.final_text,
-            steps=result.steps,
-            commit_digest=digest,
-            finished_at=now,
-            cost_usd=turn_cost,
-            child_input_tokens=child["input_tokens"],
-            child_output_tokens=child["output_tokens"],
+        stamp = {
+            "status": Turn.Status.COMMITTED,
+            "outcome": result.outcome,
+            "stop_reason": result.stop_reason or "",
+            "stop_detail": result.stop_detail or "",
+            "final_text": result.final_text,
+            "steps": result.steps,
+            "commit_digest": digest,
+            "finished_at": timezone.now(),
+            "cost_usd": turn_cost.quantize(_COST_QUANTUM),  # as the column stores it
+            "child_input_tokens": child["input_tokens"],
+            "child_output_tokens": child["output_tokens"],
             **own,
-        )
+        }
+        for name, value in stamp.items():
+            setattr(locked, name, value)
+        locked.save(update_fields=list(stamp))  # no read-back: ``locked`` now is the committed row
         total = (result.usage + result.child_usage).to_dict()
         publish_many(
             workspace=session.workspace,
@@ -544,11 +554,9 @@ def turn_commit(
                 ),
             ],
         )
-        lease_release(scope=SESSION_LEASE_SCOPE, key=session.pk, token=token)
         revision = expected_revision + 1
         transaction.on_commit(lambda: _announce_commit(session.pk, turn.pk, revision))
         transaction.on_commit(lambda: _after_commit(session.pk))
-    locked.refresh_from_db()
     return locked
 
 

@@ -212,9 +212,20 @@ def lease_renew(*, scope: str, key: str, token: int, ttl: float) -> LeaseGrant:
     return LeaseGrant(scope=scope, key=key, holder=holder, token=token, expires_at=expires)
 
 
-def lease_release(*, scope: str, key: str, token: int) -> bool:
-    """Release if the token is still current. Returns whether anything was released."""
-    return bool(Lease.objects.filter(scope=scope, key=key, token=token).update(holder="", expires_at=timezone.now()))
+def lease_release(*, scope: str, key: str, token: int, check: bool = False) -> bool:
+    """Release if the token is still current. Returns whether anything was released.
+
+    With ``check`` the release is also ``lease_check``: it raises ``LeaseLost`` unless ``token``
+    is the current, unexpired token, in one statement. Inside a transaction the row then stays
+    locked until commit, and a rollback (the lease was lost, or a later failure) undoes the release."""
+    now = timezone.now()
+    qs = Lease.objects.filter(scope=scope, key=key, token=token)
+    if check:
+        qs = qs.filter(expires_at__gte=now).exclude(holder="")
+    released = bool(qs.update(holder="", expires_at=now))
+    if check and not released:
+        raise LeaseLost(f"{scope} lease for {key!r} (token {token}) is no longer held")
+    return released
 
 
 def lease_check(*, scope: str, key: str, token: int, lock: bool = False) -> None:
