@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.db.models import Count, F, Sum, Value
 from django.db.models.functions import ExtractMinute, Floor, TruncHour, TruncMinute
 from django.utils import timezone
@@ -321,6 +322,8 @@ def mob_snapshot(*, workspace: Workspace, mob_id: str) -> dict[str, Any] | None:
     identities = list(mob.identities.order_by("key"))
     edges = [{"a": e.a, "b": e.b} for e in mob.edges.all()] if hasattr(mob, "edges") else []
     frames = list(mob.console_frames.order_by("-seq")[:100])
+    # The current limit: a frame's own retry events carry the limit it was retried under.
+    max_attempts = settings.LASHOPS_CONSOLE_DELIVERY_ATTEMPTS
     states: dict[str, int] = defaultdict(int)
     for i in identities:
         states[i.state] += 1
@@ -356,8 +359,14 @@ def mob_snapshot(*, workspace: Workspace, mob_id: str) -> dict[str, Any] | None:
                 "status": f.status,
                 "payload": f.payload,
                 "ts": f.created_at.isoformat(),
+                "frame_version": f.frame_version,
+                "delivery_attempts": f.delivery_attempts,
+                "max_attempts": max_attempts,
+                "next_attempt_at": f.next_attempt_at.isoformat() if f.next_attempt_at else None,
+                "last_error": f.last_error,
             }
             for f in reversed(frames)
         ],
+        "delivery": {"max_attempts": max_attempts},
         "events": recent_events(workspace=workspace, limit=50, mob_id=str(mob.pk)),
     }

@@ -21,7 +21,12 @@
       body: body === undefined ? undefined : JSON.stringify(body),
     }).then(function (r) {
       return r.json().catch(function () { return {}; }).then(function (data) {
-        if (!r.ok) throw new Error((data.error && data.error.message) || ("HTTP " + r.status));
+        if (!r.ok) {
+          var err = new Error((data.error && data.error.message) || ("HTTP " + r.status));
+          err.status = r.status;  // callers tell a refusal (409) from other failures
+          err.code = data.error && data.error.code;
+          throw err;
+        }
         return data;
       });
     });

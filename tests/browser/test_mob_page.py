@@ -67,7 +67,10 @@ def test_a_message_sent_from_the_mob_page_gets_its_scripted_reply_on_the_console
     page.wait_for_function(
         "() => [...document.querySelectorAll('#console li')].some(li => li.textContent.includes('send completed'))"
     )
-    assert page.inner_text("#roster [data-identity='dispatcher']").endswith("active")
+    # The console applies its frames as they arrive; the roster follows on the page's next state read.
+    page.wait_for_function(
+        "() => document.querySelector(\"#roster [data-identity='dispatcher']\").textContent.endsWith('active')"
+    )
     shot(page, "mob")
 
 
