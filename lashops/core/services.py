@@ -110,33 +110,39 @@ class LeaseGrant:
 
 def lease_acquire(*, scope: str, key: str, holder: str, ttl: float) -> LeaseGrant:
     """Take the lease if it is free, expired or already ours; the fencing token grows by one
-    on every acquisition. Raises ``LeaseHeld`` with the current holder otherwise."""
+    on every acquisition (a new lease starts at 1). Raises ``LeaseHeld`` with the current
+    holder otherwise.
+
+    One statement (SQLite and PostgreSQL): an insert that, when the row exists, becomes the
+    conditional UPDATE and returns the new token. It never raises on the unique key, so it
+    needs no savepoint inside a caller's transaction, and concurrent first claims cannot race."""
     if not holder:
         raise InvalidInput("a lease holder id is required")
-    for _ in range(3):
-        now = timezone.now()
-        expires = now + timedelta(seconds=ttl)
-        claimable = Q(holder="") | Q(expires_at__lt=now) | Q(holder=holder)
-        updated = (
-            Lease.objects.filter(scope=scope, key=key)
-            .filter(claimable)
-            .update(holder=holder, token=F("token") + 1, acquired_at=now, expires_at=expires)
+    now = timezone.now()
+    expires = now + timedelta(seconds=ttl)
+    q = connection.ops.quote_name
+    table = q(Lease._meta.db_table)
+    moment = Lease._meta.get_field("expires_at")
+    at, until = (moment.get_db_prep_value(value, connection) for value in (now, expires))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({q('scope')}, {q('key')}, {q('holder')}, {q('token')}, {q('acquired_at')}, "
+            f"{q('expires_at')}) VALUES (%s, %s, %s, 1, %s, %s) ON CONFLICT ({q('scope')}, {q('key')}) DO UPDATE SET "
+            f"{q('holder')} = excluded.{q('holder')}, {q('token')} = {table}.{q('token')} + 1, "
+            f"{q('acquired_at')} = excluded.{q('acquired_at')}, {q('expires_at')} = excluded.{q('expires_at')} "
+            f"WHERE {table}.{q('holder')} = '' OR {table}.{q('expires_at')} < %s OR {table}.{q('holder')} = %s "
+            f"RETURNING {q('token')}",
+            [scope, key, holder, at, until, at, holder],
         )
-        if updated:
-            token = Lease.objects.filter(scope=scope, key=key).values_list("token", flat=True).get()
-            return LeaseGrant(scope=scope, key=key, holder=holder, token=token, expires_at=expires)
-        current = Lease.objects.filter(scope=scope, key=key).first()
-        if current is not None:
-            raise LeaseHeld(
-                f"{scope} lease for {key!r} is held by {current.holder!r}", holder=current.holder, token=current.token
-            )
-        try:
-            with transaction.atomic():
-                Lease.objects.create(scope=scope, key=key, holder=holder, token=1, acquired_at=now, expires_at=expires)
-            return LeaseGrant(scope=scope, key=key, holder=holder, token=1, expires_at=expires)
-        except IntegrityError:
-            continue  # someone created it first; loop and contend through the UPDATE path
-    raise LeaseHeld(f"{scope} lease for {key!r} is contended", holder="", token=0)
+        row = cursor.fetchone()
+    if row is not None:
+        return LeaseGrant(scope=scope, key=key, holder=holder, token=int(row[0]), expires_at=expires)
+    current = Lease.objects.filter(scope=scope, key=key).first()
+    raise LeaseHeld(
+        f"{scope} lease for {key!r} is held by {current.holder if current else ''!r}",
+        holder=current.holder if current else "",
+        token=current.token if current else 0,
+    )
 
 
 def lease_acquire_many(*, scope: str, keys: list[str], holder: str, ttl: float) -> dict[str, LeaseGrant]:
