@@ -263,11 +263,15 @@ def effect_lookup(*, replay_key: str) -> dict[str, Any] | None:
 def effect_record(*, workspace: Workspace | int, scope: str, replay_key: str, kind: str, outcome: dict) -> dict:
     """Record an effect's outcome; the first writer wins and later writers get its outcome back."""
     workspace_id = workspace if isinstance(workspace, int) else workspace.pk
+    row = Effect(workspace_id=workspace_id, scope=scope, replay_key=replay_key, kind=kind, outcome=outcome)
     try:
-        with transaction.atomic():
-            Effect.objects.create(
-                workspace_id=workspace_id, scope=scope, replay_key=replay_key, kind=kind, outcome=outcome
-            )
+        if connection.in_atomic_block:
+            with transaction.atomic():  # a savepoint: a lost race must not break the caller's transaction
+                row.save(force_insert=True)
+        else:
+            # Autocommit: the one INSERT is its own transaction, durable when it returns,
+            # without a BEGIN and a COMMIT round trip around it.
+            row.save(force_insert=True)
         return outcome
     except IntegrityError:
         return Effect.objects.filter(replay_key=replay_key).values_list("outcome", flat=True).get()
