@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import F, OuterRef, Subquery
+from django.db.models import Exists, F, OuterRef, Subquery
 from django.utils import timezone
 
 from lashops.core.errors import Conflict, InvalidInput
@@ -569,12 +569,22 @@ def _announce_commit(session_id: str, turn_id: str, head_revision: int) -> None:
 
 
 def _after_commit(session_id: str) -> None:
-    """Drain what queued up while the turn ran: commands first, then deferred input."""
-    session = Session.objects.select_related("workspace").filter(pk=session_id).first()
+    """Drain what queued up while the turn ran: commands first, then deferred input. One read
+    (the session with two EXISTS) answers the common case: nothing queued."""
+    commands = SessionCommand.objects.filter(session=OuterRef("pk"), status=SessionCommand.Status.PENDING)
+    inputs = PendingInput.objects.filter(session=OuterRef("pk"), status=PendingInput.Status.PENDING)
+    session = (
+        Session.objects.select_related("workspace")
+        .annotate(commands_waiting=Exists(commands), input_waiting=Exists(inputs))
+        .filter(pk=session_id)
+        .first()
+    )
     if session is None:
         return
-    _apply_pending_commands(session)
-    _start_turn_for_pending_input(session)
+    if session.commands_waiting:
+        _apply_pending_commands(session)
+    if session.input_waiting:
+        _start_turn_for_pending_input(session)
 
 
 # --- queued input ------------------------------------------------------------------------
