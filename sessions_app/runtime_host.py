@@ -126,16 +126,21 @@ class OrmEffectJournal:
       transaction instead of its own, since nothing runs between it and the commit;
     * an empty boundary-input take is not stored (a re-drive may then take input that arrived
       later, which an uninterrupted run could equally have taken).
+
+    ``first_drive``: the turn's first drive attempt (``drive_attempts == 1``), so no earlier drive
+    can have recorded anything under the scope and the journal starts empty without a read.
     """
 
-    def __init__(self, *, workspace_id: int, scope: str) -> None:
+    def __init__(self, *, workspace_id: int, scope: str, first_drive: bool = False) -> None:
         self.workspace_id = workspace_id
         self.scope = scope
         self.deferred: dict[str, tuple[str, dict]] = {}
         self._owner = threading.get_ident()
         # One read for the whole drive: only this lease holder records effects for the scope, and a
         # fenced-out revenant's late record is resolved by the unique key (first writer wins).
-        self.recorded: dict[str, dict] = dict(Effect.objects.filter(scope=scope).values_list("replay_key", "outcome"))
+        self.recorded: dict[str, dict] = (
+            {} if first_drive else dict(Effect.objects.filter(scope=scope).values_list("replay_key", "outcome"))
+        )
 
     def lookup(self, key: str) -> dict | None:
         if key in self.deferred:
@@ -209,8 +214,9 @@ class TurnControl:
         self.token = token
         self.ttl = settings.LASHOPS_SESSION_LEASE_TTL
         self._owner = threading.get_ident()
+        # ``turn`` was read (or created) by the caller just now: that counts as the first poll.
         self._cancelled = turn.cancel_requested_at is not None
-        self._polled = 0.0
+        self._polled = time.monotonic()
         self._renewed = time.monotonic()
         self.claimed_any = False
 

@@ -328,7 +328,8 @@ def _drive(turn: Turn, *, holder: str, token: int, session: Session | None = Non
     if session is None:
         session = Session.objects.select_related("workspace").get(pk=turn.session_id)
     turn.session = session
-    journal = OrmEffectJournal(workspace_id=session.workspace_id, scope=turn.scope)
+    first_drive = turn.drive_attempts == 1
+    journal = OrmEffectJournal(workspace_id=session.workspace_id, scope=turn.scope, first_drive=first_drive)
     events = TurnEventSink(workspace=session.workspace, session_id=session.pk, turn_id=turn.pk)
     control = TurnControl(turn=turn, lease_key=session.pk, token=token)
     expected_revision = session.head_revision
@@ -362,6 +363,8 @@ def _drive(turn: Turn, *, holder: str, token: int, session: Session | None = Non
         journal=journal,
         events=events.durable,
         expected_revision=expected_revision,
+        # A first drive that took no boundary input has no claimed rows to settle.
+        inputs_claimed=control.claimed_any or not first_drive,
     )
 
 
@@ -418,9 +421,11 @@ def turn_commit(
     journal: OrmEffectJournal,
     events: list[EventDraft],
     expected_revision: int,
+    inputs_claimed: bool = True,
 ) -> Turn:
     """Land a turn atomically. Retrying with the same result is idempotent; a different
-    result for an already committed turn is a ``CommitConflict``; a stale lease is refused."""
+    result for an already committed turn is a ``CommitConflict``; a stale lease is refused.
+    ``inputs_claimed=False``: the driver knows the turn claimed no pending input (skip the read)."""
     session = turn.session
     # deferred(): the turn's events are written last (after the lease release), so the
     # workspace's other writers wait on its stream head only for this commit.
@@ -503,10 +508,14 @@ def turn_commit(
         UsageRecord.objects.bulk_create(usage_rows)
         # Claimed input the turn accepted is done; claimed but not accepted goes to the next turn, once.
         accepted = list(result.accepted_inputs)
-        claimed = list(
-            PendingInput.objects.filter(
-                session=session, status=PendingInput.Status.CLAIMED, claimed_by=turn.pk
-            ).order_by("id")
+        claimed = (
+            list(
+                PendingInput.objects.filter(
+                    session=session, status=PendingInput.Status.CLAIMED, claimed_by=turn.pk
+                ).order_by("id")
+            )
+            if inputs_claimed
+            else []
         )
         for row in claimed:
             if row.text in accepted:

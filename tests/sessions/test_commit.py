@@ -151,8 +151,9 @@ def test_cancel_after_commit_does_not_change_the_committed_turn(ready):
 
 def test_claimed_but_unaccepted_input_goes_back_to_pending_at_commit(ready):
     turn, kwargs = ready
-    # Input claimed at a boundary the result never accepted (e.g. claimed just before the crash).
+    # Input claimed at a boundary the result never accepted (e.g. claimed just before the crash),
+    # so this commit is a re-drive's: it cannot know what the crashed drive claimed.
     PendingInput.objects.create(session_id="s1", source_key="late", text="late", status="claimed", claimed_by=turn.pk)
-    services.turn_commit(**kwargs)
+    services.turn_commit(**{**kwargs, "inputs_claimed": True})
     row = PendingInput.objects.get(source_key="late")
     assert (row.status, row.claimed_by, row.accepted_by) == ("pending", "", "")
