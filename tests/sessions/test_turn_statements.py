@@ -7,7 +7,9 @@ common path; the breakdown printed with ``-s`` says where they come from.
 
 Counted by ``CaptureQueriesContext`` in a transactional test (real BEGIN/COMMIT, on_commit
 callbacks run), with the second turn of the workspace (its stream head exists):
-before the statement diet, 45 on SQLite and 43 on PostgreSQL.
+before the statement diet, 45 on SQLite and 43 on PostgreSQL; after it, 26 on SQLite (the
+stream head takes an UPDATE of its own before each event INSERT) and 24 on PostgreSQL. The
+bounds sit two above those, so a change that adds statements to a turn fails here.
 """
 
 import collections
@@ -25,6 +27,7 @@ from tests.sessions.conftest import ANSWER, CALC
 pytestmark = pytest.mark.django_db(transaction=True)  # real commits: no test savepoints, on_commit runs
 
 ROOT = Path(__file__).resolve().parents[2]
+BOUND = {"sqlite": 28, "postgresql": 26}
 
 
 def _caller() -> str:
@@ -77,4 +80,4 @@ def test_a_one_tool_turn_costs_a_bounded_number_of_statements(open_session, sett
         print(f"  {count:3d}  {kind}")
     for source, count in sorted(callers.items(), key=lambda item: (-item[1], item[0])):
         print(f"  {count:3d}  {source}")
-    assert len(statements) <= 45
+    assert len(statements) <= BOUND[connection.vendor]
