@@ -1,9 +1,10 @@
 """A publishing OS process for cross-process ordering tests:
 
-    python -m tests.live.publisher <workspace-slug> <session-id> <tag> <count> <send-delay-ms>
+    python -m tests.live.publisher <workspace-slug> <session-id> <tag> <count> <send-delay-ms> [<start-at>]
 
 Publishes ``count`` durable events for the session, one transaction each, with a short pause
-between them. ``send-delay-ms`` holds this process's live sends back by that long (in order, as a
+between them, from ``start-at`` (a ``time.time()`` value: publishers started together overlap
+however long each took to start). ``send-delay-ms`` holds this process's live sends back by that long (in order, as a
 slow network would), so another publisher's later cursors overtake its earlier ones."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 
 def main() -> None:
     slug, session_id, tag, count, delay_ms = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+    start_at = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lashops.settings")
     import django
 
@@ -40,6 +42,7 @@ def main() -> None:
             (time.monotonic() + delay_ms / 1000, group, message)
         )
     workspace = Workspace.objects.get(slug=slug)
+    time.sleep(max(0.0, start_at - time.time()))
     for i in range(count):
         events.publish(
             workspace=workspace, type="order.probe", subject={"session": session_id}, data={"tag": tag, "i": i}

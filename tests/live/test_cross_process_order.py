@@ -21,14 +21,14 @@ PER_PUBLISHER = 60
 
 
 def _publisher(
-    workspace, session_id: str, tag: str, delay_ms: int, layer: str, redis_url: str, log
+    workspace, session_id: str, tag: str, delay_ms: int, layer: str, redis_url: str, log, start_at: float
 ) -> subprocess.Popen:
     import os
 
     env = dict(os.environ, DATABASE_URL=current_database_url(), REDIS_URL=redis_url, LASHOPS_CHANNEL_LAYER=layer)
     env["LASHOPS_TESTING"] = "1"
     env.pop("CELERY_BROKER_URL", None)
-    args = [workspace.slug, session_id, tag, str(PER_PUBLISHER), str(delay_ms)]
+    args = [workspace.slug, session_id, tag, str(PER_PUBLISHER), str(delay_ms), str(start_at)]
     return subprocess.Popen(
         [sys.executable, "-m", "tests.live.publisher", *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
     )
@@ -72,8 +72,9 @@ def test_two_publishing_processes_reach_a_filtered_socket_exactly_once(layer, wo
     log = open(tmp_path / "publishers.log", "wb")  # noqa: SIM115
     try:
         early, _ = _follow(server.port, api_key)
-        slow = _publisher(workspace, "order-1", "slow", 120, layer, redis_url, log)
-        fast = _publisher(workspace, "order-1", "fast", 0, layer, redis_url, log)
+        start_at = time.time() + 5  # both publish at once, however long each takes to start
+        slow = _publisher(workspace, "order-1", "slow", 120, layer, redis_url, log, start_at)
+        fast = _publisher(workspace, "order-1", "fast", 0, layer, redis_url, log, start_at)
         deadline = time.monotonic() + 60
         received: list[dict] = []
         _drain(early, received, deadline, until=PER_PUBLISHER // 2)
