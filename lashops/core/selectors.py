@@ -110,21 +110,25 @@ def workspace_leases_held(*, workspace: Workspace, now: datetime | None = None) 
     return [lease for lease, owner in zip(held, tenancy.lease_workspaces(held), strict=True) if owner == workspace.pk]
 
 
-def worker_report(*, workspace: Workspace | None, now: datetime | None = None) -> list[dict[str, Any]]:
+def worker_report(
+    *, workspace: Workspace | None, now: datetime | None = None, held: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """Every known worker with its health and, for a stale one, the leases it still holds:
     that work is at risk until the lease expires and the sweeper reclaims it.
 
     Workers are shared by every workspace, so every workspace sees every worker row; with a
     ``workspace``, a worker's work in flight, its lease count and ``at_risk`` list only that
     workspace's items (``in_flight_count`` counts them). ``workspace=None`` (staff views of
-    every workspace) lists everything."""
+    every workspace) lists everything. ``held``: the workspace's live leases, when the caller
+    already has them (``workspace_leases_held``)."""
     now = now or timezone.now()
     rows = list(worker_list())
     if workspace is None:
         held = list(leases_held(now=now).order_by("scope", "key").values("scope", "key", "holder", "expires_at"))
         in_flight = {row.pk: row.in_flight for row in rows}
     else:
-        held = workspace_leases_held(workspace=workspace, now=now)
+        if held is None:
+            held = workspace_leases_held(workspace=workspace, now=now)
         items = [item for row in rows for item in row.in_flight]
         owners = iter(tenancy.work_workspaces(items))  # one batch for every worker
         in_flight = {row.pk: [item for item in row.in_flight if next(owners) == workspace.pk] for row in rows}

@@ -119,10 +119,15 @@ def _session_owners(workspace: Workspace, session_ids: set[str]) -> dict[str, tu
     return {sid: (str(mob), profile) for sid, mob, profile in rows}
 
 
-def fleet_counts(*, workspace: Workspace) -> dict[str, Any]:
+def fleet_counts(
+    *, workspace: Workspace, now: datetime | None = None, held: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """``held``: the workspace's live leases, when the caller already has them."""
     from sessions_app.models import Session, Turn
 
-    now = timezone.now()
+    now = now or timezone.now()
+    if held is None:
+        held = workspace_leases_held(workspace=workspace, now=now)
     Process = model_or_none("processes_app", "Process")
     processes: dict[str, int] = {}
     if Process is not None:
@@ -138,7 +143,7 @@ def fleet_counts(*, workspace: Workspace) -> dict[str, Any]:
             session__workspace=workspace, created_at__gte=now - timedelta(minutes=1)
         ).count(),
         "processes": processes,
-        "leases_held": len(workspace_leases_held(workspace=workspace, now=now)),
+        "leases_held": len(held),
         "workers": health,
     }
 
@@ -161,10 +166,11 @@ def fleet_snapshot(*, workspace: Workspace, range_name: str | None = None) -> di
         .order_by("minute")
     ]
     since, until = burn_window(window, now=now)
+    held = workspace_leases_held(workspace=workspace, now=now)  # once for the counts and the workers
     return {
         "cursor": cursor,
         "workspace": workspace.slug,
-        "counts": fleet_counts(workspace=workspace),
+        "counts": fleet_counts(workspace=workspace, now=now, held=held),
         "turns_per_minute": turns_per_minute,
         "burn": burn_series(workspace=workspace, window=window, since=since),
         "burn_range": {
@@ -174,7 +180,7 @@ def fleet_snapshot(*, workspace: Workspace, range_name: str | None = None) -> di
             "until": until.isoformat(),
             "choices": list(BURN_RANGES),
         },
-        "workers": worker_report(workspace=workspace, now=now),
+        "workers": worker_report(workspace=workspace, now=now, held=held),
         "events": recent_events(workspace=workspace, limit=30),
     }
 
