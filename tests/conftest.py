@@ -108,3 +108,16 @@ def api(client, api_key):
     """A Django test client that sends the workspace API key."""
     client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
     return client
+
+
+@pytest.fixture
+def redis_instance(tmp_path):
+    """A private redis-server on a spare port (never the shared one) that the test may stop
+    (``SHUTDOWN NOSAVE``) and start again on the same port: ``tests/support/redis_instance.py``."""
+    from tests.support import redis_instance as support
+
+    if not support.available():
+        service_missing("redis-server is not installed")
+    instance = support.RedisInstance(log_dir=tmp_path / "redis").start()
+    yield instance
+    instance.kill()
