@@ -254,4 +254,7 @@ LASHOPS_PROVIDER_RETRY_BASE_DELAY = env_float("LASHOPS_PROVIDER_RETRY_BASE_DELAY
 LASHOPS_PROVIDER_TIMEOUT = env_float("LASHOPS_PROVIDER_TIMEOUT", 120.0, minimum=0.1)
 # A queued or running turn whose lease has been free this long is re-driven by the sweeper.
 LASHOPS_TURN_SWEEP_GRACE = env_float("LASHOPS_TURN_SWEEP_GRACE", 5.0, minimum=0.0)
+# The sweeper sends a turn's drive again only when its last one is this old and still not driven,
+# so a turn waiting behind busy workers does not collect a drive message every sweep.
+LASHOPS_TURN_REDISPATCH_SECONDS = env_float("LASHOPS_TURN_REDISPATCH_SECONDS", 30.0, minimum=0.0)
 CELERY_BEAT_SCHEDULE["lashops-turns-sweep"] = {"task": "lashops.sessions.turns_sweep", "schedule": 10.0}
