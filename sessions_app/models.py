@@ -69,6 +69,10 @@ class Session(TokenCounts):
 
 
 class Turn(TokenCounts):
+    """One turn of a session. Its commit stamp (``commit_digest``, written with ``committed`` in the
+    commit transaction) is the truth about whether it committed: no write ever moves a stamped
+    turn back to ``queued`` or ``running`` (sessions_app.services guards every status change)."""
+
     class Status(models.TextChoices):
         QUEUED = "queued", "queued"
         RUNNING = "running", "running"
@@ -95,6 +99,9 @@ class Turn(TokenCounts):
     child_input_tokens = models.BigIntegerField(default=0)
     child_output_tokens = models.BigIntegerField(default=0)
     drive_attempts = models.PositiveIntegerField(default=0)
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the turn sweep last sent this turn's drive (re-dispatch dedupe)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
