@@ -54,6 +54,11 @@ class LeaseGone(Exception):
     """This run no longer holds the lease: stop without writing anything."""
 
 
+class DatabaseUnavailable(Exception):
+    """The engine's own read or write could not reach the database: the run stops where it is,
+    records nothing (no definition failure), and the process is re-claimed once it is back."""
+
+
 class ReplayMismatch(Exception):
     def __init__(self, ordinal: int, expected: tuple[str, str], got: tuple[str, str]) -> None:
         super().__init__(

@@ -13,6 +13,7 @@ thread renews the leases this OS process holds.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, F, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -37,6 +38,7 @@ from lashops.core.services import effect_record, lease_acquire_many, lease_check
 from processes_app import events as process_events
 from processes_app.context import (
     CancelRequested,
+    DatabaseUnavailable,
     Journal,
     LeaseGone,
     Park,
@@ -51,6 +53,41 @@ from processes_app.selectors import LEASE_SCOPE, runnable_processes
 log = logging.getLogger(__name__)
 
 HOST = socket.gethostname()
+
+# What the engine's own reads and writes raise when the database cannot be reached (a restart,
+# a failover, a dropped connection). Never a definition failure: the run stops, the process
+# is re-claimed when the database is back.
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+
+
+def _db_retry(fn: Callable[[], Any], *, until: float | None) -> Any:
+    """Run ``fn`` (one transaction of the engine's). If the database cannot be reached, retry
+    until ``until`` (monotonic; None: do not retry), then raise ``DatabaseUnavailable``. Inside
+    an outer transaction the error goes up as it is: the outermost caller retries."""
+    delay = 0.1
+    while True:
+        try:
+            return fn()
+        except DATABASE_ERRORS as exc:
+            if connection.in_atomic_block:
+                raise
+            if until is None or time.monotonic() + delay >= until:
+                raise DatabaseUnavailable(str(exc)) from exc
+            log.warning("database unreachable (%s); retrying a write that records a finished step", exc)
+            connection.close()  # a broken connection is replaced on the next attempt
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def _release_quietly(claims: list[Claim]) -> None:
+    """Hand back leases the drive will not use; if the database is still away they lapse."""
+    for claim in claims:
+        _keeper.remove(claim)
+        try:
+            lease_release(scope=LEASE_SCOPE, key=claim.process_id, token=claim.token)
+        except DATABASE_ERRORS:
+            connection.close()
+            return
 
 
 def holder_id() -> str:
@@ -257,7 +294,12 @@ def drive(*, process_ids: list[str] | None = None) -> int:
         capacity = int(settings.LASHOPS_PROCESS_CONCURRENCY) - _keeper.held()
         batch = min(int(settings.LASHOPS_PROCESS_CLAIM_BATCH), capacity)
         claimed_at = time.monotonic()
-        claims = claim_runnable(limit=batch, prefer=prefer)
+        try:
+            claims = claim_runnable(limit=batch, prefer=prefer)
+        except DATABASE_ERRORS as exc:
+            log.warning("database unreachable; the drive stops (the sweep re-dispatches): %s", exc)
+            connection.close()
+            return ran
         prefer = []
         if not claims:
             return ran
@@ -265,17 +307,28 @@ def drive(*, process_ids: list[str] | None = None) -> int:
             _keeper.add(claim)  # renewed while it waits for its turn in this batch
         completions = Completions()
         cancels = CancelWatch([c.process_id for c in claims], read_at=claimed_at)
+        unrun: list[Claim] = []
         try:
-            for claim in claims:
+            for index, claim in enumerate(claims):
+                outcome = ""
                 try:
-                    run_claim(claim, completions=completions, cancels=cancels)
+                    outcome = run_claim(claim, completions=completions, cancels=cancels)
                 except Exception:
                     log.exception("running process %s failed", claim.process_id)
                 ran += 1
-                if completions.due():
-                    completions.flush()
+                if outcome == "db_down" or (completions.due() and not completions.flush()):
+                    # Stop here: every further claim would run a step it could not record.
+                    unrun = claims[index + 1 :]
+                    if outcome == "db_down":
+                        unrun.insert(0, claim)
+                    break
         finally:
             completions.flush()
+        if unrun:
+            log.warning("database unreachable; the drive stops and leaves %d claimed processes", len(unrun))
+            connection.close()
+            _release_quietly(unrun)
+            return ran
         if time.monotonic() > budget:
             return ran
 
@@ -310,24 +363,35 @@ class Completions:
             settings.LASHOPS_PROCESS_GROUP_COMMIT_SECONDS
         )
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
+        """Write the group; False when the database could not be reached (see ``_db_retry``:
+        held-back step records are retried while every run's lease is still ours)."""
         runs, self.runs = self.runs, []
         if not runs:
-            return
+            return True
+        ttl = float(settings.LASHOPS_PROCESS_LEASE_SECONDS)
+        until = min(run.claim.renewed_at for run, *_ in runs) + ttl
         try:
             try:
-                _finish_group(runs)
+                _db_retry(lambda: _finish_group(runs), until=until)
+            except DatabaseUnavailable as exc:
+                log.warning("completing %d processes failed: database unreachable (%s)", len(runs), exc)
+                return False
             except Exception:
                 # One bad entry must not sink the others: write them one by one.
                 log.warning("group completion of %d processes failed; completing them one by one", len(runs))
                 for run, status, output, error in runs:
                     try:
                         run.finish(status, output=output, error=error)
+                    except DatabaseUnavailable:
+                        log.warning("completing process %s failed: database unreachable", run.claim.process_id)
+                        return False
                     except Exception:
                         log.exception("completing process %s failed", run.claim.process_id)
         finally:
             for run, *_ in runs:
                 _keeper.remove(run.claim)
+        return True
 
 
 def _finish_group(runs: list[tuple[ProcessRun, str, Any, dict | None]]) -> None:
@@ -445,18 +509,47 @@ class CancelWatch:
         if process_id not in self.pending:
             return self._read_one(process_id)
         if self.read_at is None or time.monotonic() - self.read_at > max_age:
-            self.read_at = time.monotonic()
+            read_at = time.monotonic()
             self.requested = set(
                 Process.objects.filter(pk__in=self.pending, cancel_requested_at__isnull=False).values_list(
                     "pk", flat=True
                 )
             )
+            self.read_at = read_at  # only once the read succeeded: a failed one counts for nothing
         self.pending.discard(process_id)
         return process_id in self.requested
 
     @staticmethod
     def _read_one(process_id: str) -> bool:
         return Process.objects.filter(pk=process_id, cancel_requested_at__isnull=False).exists()
+
+
+def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A ProcessRun read or write that meets an unreachable database raises
+    ``DatabaseUnavailable`` (never an error of the definition); while a finished step's record
+    is held back it is retried first, so a step that ran during an outage is not run again."""
+
+    @functools.wraps(method)
+    def wrapper(self: ProcessRun, *args: Any, **kwargs: Any) -> Any:
+        held = self.pending
+        until = None
+        if held is not None:
+            until = self.claim.renewed_at + float(settings.LASHOPS_PROCESS_LEASE_SECONDS)
+
+        def attempt() -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except DATABASE_ERRORS:
+                self.pending = held  # the transaction that took it did not commit
+                raise
+
+        try:
+            return _db_retry(attempt, until=until)
+        except DatabaseUnavailable:
+            self.db_down = True
+            raise
+
+    return wrapper
 
 
 class ProcessRun:
@@ -477,6 +570,7 @@ class ProcessRun:
         self.definition = definition
         self.pending: tuple[str, str, dict[str, Any], list[process_events.Entry]] | None = None
         self.cancels = cancels  # for the first boundary only (see CancelWatch)
+        self.db_down = False  # set when the database could not be reached: the run stops
 
     def _locked(self) -> Process:
         if self.claim.lost:
@@ -491,6 +585,7 @@ class ProcessRun:
             raise LeaseGone()
         return proc
 
+    @_guarded
     def begin(self) -> None:
         with transaction.atomic():
             proc = self._locked()
@@ -508,6 +603,7 @@ class ProcessRun:
             process_events.append(proc, [entry])
         self.process = proc
 
+    @_guarded
     def boundary(self) -> None:
         """Between operations: stop if the lease is gone or a cancel was requested."""
         if self.claim.lost:
@@ -526,6 +622,7 @@ class ProcessRun:
         assert self.pending is None, "flush() before running the next step"
         self.pending = (key, kind, outcome, log)
 
+    @_guarded
     def flush(self) -> None:
         """Write the held-back step record now (before another step's function runs)."""
         if self.pending is not None:
@@ -541,9 +638,10 @@ class ProcessRun:
         effect_record(
             workspace=proc.workspace_id, scope=f"process:{proc.id}", replay_key=key, kind=kind, outcome=outcome
         )
-        self.pending = None
+        self.pending = None  # (put back by ``_guarded`` if this transaction does not commit)
         return log
 
+    @_guarded
     def record(
         self,
         *,
@@ -566,6 +664,7 @@ class ProcessRun:
                 process_events.append(proc, entries)
         return recorded
 
+    @_guarded
     def record_side(self, *, key: str, kind: str, outcome: dict[str, Any]) -> dict[str, Any]:
         with transaction.atomic():
             proc = self._locked()
@@ -576,6 +675,7 @@ class ProcessRun:
                 workspace=proc.workspace_id, scope=f"process:{proc.id}", replay_key=key, kind=kind, outcome=outcome
             )
 
+    @_guarded
     def signal_at(self, name: str, index: int) -> tuple[int, Any] | None:
         row = (
             ProcessEvent.objects.filter(process_id=self.process.id, type=f"signal.{name}")
@@ -585,6 +685,7 @@ class ProcessRun:
         row = list(row)
         return (row[0][0], row[0][1].get("payload")) if row else None
 
+    @_guarded
     def child_result(self, child_id: str) -> dict[str, Any] | None:
         row = Process.objects.filter(pk=child_id).values("status", "output", "error").first()
         if row is None:
@@ -604,6 +705,7 @@ class ProcessRun:
             payload=payload,
         )
 
+    @_guarded
     def park(self, park: Park) -> str:
         with transaction.atomic():
             try:
@@ -639,6 +741,7 @@ class ProcessRun:
                 dispatch_drive_later([proc.id], delay)
         return "parked"
 
+    @_guarded
     def finish(self, status: str, *, output: Any = None, error: dict | None = None) -> str:
         """Complete the run with the held-back step record, only if the token is still current."""
         return _finish(self.claim, status, output=output, error=error, run=self)
@@ -811,6 +914,16 @@ def run_claim(claim: Claim, *, completions: Completions | None = None, cancels: 
 
 
 def _run_once(claim: Claim, completions: Completions | None = None, cancels: CancelWatch | None = None) -> str:
+    """One pass of a claimed run; ``db_down`` when the engine could not reach the database
+    (nothing is recorded as the definition's failure: the process is re-claimed later)."""
+    try:
+        return _run_pass(claim, completions, cancels)
+    except (DatabaseUnavailable, *DATABASE_ERRORS) as exc:
+        log.warning("process %s stops: database unreachable (%s)", claim.process_id, exc)
+        return "db_down"
+
+
+def _run_pass(claim: Claim, completions: Completions | None, cancels: CancelWatch | None) -> str:
     begun, claim.process = claim.process, None  # begun by the claim: only for the first pass
     journal, claim.journal = claim.journal, None
     if begun is not None:
@@ -837,11 +950,15 @@ def _run_once(claim: Claim, completions: Completions | None = None, cancels: Can
             )
     assert definition is not None
     run = ProcessRun(process, claim, definition, cancels=cancels)
+    if begun is None:
+        run.begin()
+    ctx = ProcessContext(run, journal=journal if begun is not None else None)
     try:
-        if begun is None:
-            run.begin()
-        ctx = ProcessContext(run, journal=journal if begun is not None else None)
         value = definition.fn(ctx, process.input)
+        if run.db_down:
+            raise DatabaseUnavailable("the definition went on after the database became unreachable")
+    except DatabaseUnavailable:
+        raise
     except Park as park:
         return run.park(park)
     except CancelRequested:
@@ -852,6 +969,8 @@ def _run_once(claim: Claim, completions: Completions | None = None, cancels: Can
         error = _error("replay_mismatch", exc) | {"ordinal": exc.ordinal}
         return run.finish(ProcessStatus.FAILED, error=error)
     except Exception as exc:
+        if run.db_down:  # the definition caught our DatabaseUnavailable and failed otherwise
+            raise DatabaseUnavailable(str(exc)) from exc
         log.info("process %s failed: %s", claim.process_id, exc)
         return _end(run, completions, ProcessStatus.FAILED, error=_error("exception", exc))
     try:

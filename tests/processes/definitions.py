@@ -110,3 +110,19 @@ def emit_then_crash(ctx: ProcessContext, input: dict[str, Any]) -> dict[str, Any
     """Emits to its wake target, then dies once before finishing (``input["marker"]``)."""
     ctx.emit("progress", {"pct": 50})
     return {"after": ctx.step("maybe_crash", crash_once, input["marker"])}
+
+
+def paced_line(path: str, line: str, pause: float) -> int:
+    """A slow non-idempotent step: it takes ``pause`` seconds, then counts itself in ``path``."""
+    time.sleep(pause)
+    return append_line(path, line)
+
+
+@process_definition("test.paced")
+def paced(ctx: ProcessContext, input: dict[str, Any]) -> dict[str, Any]:
+    """``steps`` slow steps, each counting its executions in a file outside the database."""
+    lines = [
+        ctx.step(f"s{i}", paced_line, input["log"], f"{ctx.process_id} s{i}", input.get("pause", 0.1))
+        for i in range(input.get("steps", 10))
+    ]
+    return {"steps": len(lines)}
