@@ -56,5 +56,43 @@ class ApiErrorMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not request.path.startswith("/api/"):
             return None
+        if database_unreachable(exception):
+            log.warning("database unreachable on %s %s: %s", request.method, request.path, exception)
+            return database_unavailable_response()
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "An internal error occurred; it has been logged.")
+
+
+# SQLSTATEs of a database that cannot serve us right now: class 08 (connection exceptions),
+# admin/crash shutdown, "the database system is starting up" and "too many connections".
+_UNAVAILABLE_STATES = ("57P01", "57P02", "57P03", "53300")
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` says the database cannot be reached (an outage, a restart, a dropped
+    connection), not that a query was wrong: a client should retry later, not report a bug."""
+    from django.db import InterfaceError, OperationalError
+
+    if isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__
+    if type(cause).__module__.startswith("sqlite3"):
+        message = str(cause).lower()
+        return "locked" in message or "unable to open" in message
+    state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    # psycopg reports a failed or lost connection with no SQLSTATE at all.
+    return state is None or state.startswith("08") or state in _UNAVAILABLE_STATES
+
+
+def database_unavailable_response() -> JsonResponse:
+    response = error_response(
+        503,
+        "database_unavailable",
+        "The database cannot be reached right now; retry after the delay in Retry-After.",
+        {"retry_after": DATABASE_RETRY_AFTER_SECONDS},
+    )
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response
