@@ -1021,12 +1021,12 @@ def _send_drives(conn: Any) -> None:
 
 def dispatch_drive_later(process_ids: list[str], delay: float) -> None:
     """A fast-path wake-up for a timer. The sweep is what makes timers durable."""
-    from lashops.core.runner import run_in_process, runner_mode
+    from lashops.core.runner import run_in_process, runner_mode, send
     from processes_app.tasks import process_drive_task
 
     kwargs = {"process_ids": list(process_ids)}
     if runner_mode() == "celery":
-        transaction.on_commit(lambda: process_drive_task.apply_async(kwargs=kwargs, countdown=delay))
+        transaction.on_commit(lambda: send(process_drive_task, kwargs, countdown=delay))
     else:
 
         def later() -> None:

@@ -62,10 +62,23 @@ def run_in_process(task: Task, **kwargs: Any) -> Future:
     return _get_pool().submit(_run_in_thread, task, kwargs)
 
 
+def send(task: Task, kwargs: dict[str, Any], **options: Any) -> bool:
+    """Send ``task`` to the broker now. A send that fails (the broker is down) is logged and
+    left to the sweeps, which find the committed work and send it again: the write that asked
+    for it has succeeded, and must not be reported as an error. Returns whether it was sent."""
+    try:
+        task.apply_async(kwargs=kwargs, **options)
+    except Exception as exc:
+        log.warning("could not send %s to the broker (%s); its sweep will send it again", task.name, exc)
+        return False
+    return True
+
+
 def dispatch(task: Task, **kwargs: Any) -> None:
-    """Run ``task(**kwargs)`` in the background once the current transaction commits."""
+    """Run ``task(**kwargs)`` in the background once the current transaction commits. With a
+    broker that cannot be reached the work stays committed and its sweep dispatches it later."""
     if runner_mode() == "celery":
-        transaction.on_commit(lambda: task.apply_async(kwargs=kwargs))
+        transaction.on_commit(lambda: send(task, kwargs))
     else:
         from lashops.core.scheduler import ensure_started
 

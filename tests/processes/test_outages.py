@@ -140,3 +140,38 @@ def test_every_api_operation_answers_503_database_unavailable_while_the_database
     assert len(answers) > 40
     wrong = {op: answer for op, answer in answers.items() if answer != (503, "database_unavailable", "5")}
     assert wrong == {}, wrong
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_start_accepted_while_the_broker_is_down_answers_201_and_runs_once_it_is_back(
+    redis_instance, api, settings, tmp_path
+):
+    """The after-commit send to the broker fails: the request still succeeded (the process is
+    committed), so it answers 201 and the sweep sends the drive once the broker is back."""
+    broker = redis_instance.url(db=0)
+    settings.LASHOPS_RUNNER = "celery"
+    settings.LASHOPS_PROCESS_REDISPATCH_SECONDS = 0
+    worker_env = {"LASHOPS_PROCESS_DEFINITIONS": "tests.processes.definitions", "LASHOPS_SCHEDULER": "0"}
+    with celery_app_on(broker) as app:
+        redis_instance.stop()
+        assert not redis_instance.ping()  # really down
+        response = api.post(
+            "/api/processes",
+            {"id": "while-down", "definition": "test.one_step", "input": {"n": 4}, "disposition": "rerunnable"},
+            content_type="application/json",
+        )
+        assert response.status_code == 201, response.content
+        assert Process.objects.get(pk="while-down").status == "running"  # committed, not run
+        redis_instance.start()
+        worker = WorkerProcess(broker, concurrency=1, log_path=tmp_path / "worker.log", extra_env=worker_env)
+        try:
+            worker.wait_ready(app)
+            deadline = time.monotonic() + 30
+            while Process.objects.get(pk="while-down").status == "running":
+                assert time.monotonic() < deadline, "the process never ran after the broker came back"
+                process_sweep()  # what beat does once the broker is back
+                time.sleep(0.3)
+        finally:
+            worker.stop()
+    proc = Process.objects.get(pk="while-down")
+    assert (proc.status, proc.output) == ("completed", {"value": 8})
