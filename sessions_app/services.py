@@ -22,7 +22,8 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Subquery
+from django.db.models import Exists, F, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from lashops.core.errors import Conflict, InvalidInput
@@ -290,29 +291,62 @@ def turn_start(*, session: Session, text: str, source_key: str = "", background:
 # --- turns: driving ----------------------------------------------------------------------
 
 
+# A turn moves queued -> running -> committed and never back: every status write below is a
+# conditional UPDATE over the turns that are still open (not stamped committed), checked by row count.
+_OPEN = (Turn.Status.QUEUED, Turn.Status.RUNNING)
+
+
+def _open_turns():
+    """Turns not committed: open status and no commit stamp (the stamp is the truth)."""
+    return Turn.objects.filter(status__in=_OPEN, commit_digest="")
+
+
+def _settled(turn: Turn) -> Turn:
+    """A turn with a commit stamp is committed: if a status write from before the guards moved
+    it back to ``running``, put it back (conditionally; the stamp never goes away)."""
+    if turn.commit_digest and turn.status != Turn.Status.COMMITTED:
+        if Turn.objects.filter(pk=turn.pk).exclude(commit_digest="").update(status=Turn.Status.COMMITTED):
+            log.warning("turn %s carried a commit stamp but said %s: settled as committed", turn.pk, turn.status)
+        turn.status = Turn.Status.COMMITTED
+    return turn
+
+
+class _AlreadyCommitted(Exception):
+    """Inside turn_drive's claim: the turn committed since it was read; roll the claim back."""
+
+
 def turn_drive(*, turn_id: str, holder: str | None = None) -> Turn:
     """Drive (or re-drive) a turn to its commit under the session lease. Idempotent: a committed
-    turn is returned as is; a busy session raises ``SessionBusy``."""
+    turn is returned as is, also by a driver that read it before another driver committed it;
+    a busy session raises ``SessionBusy``."""
     turn = Turn.objects.select_related("session", "session__workspace").get(pk=turn_id)
-    if turn.status == Turn.Status.COMMITTED:
-        return turn
+    if turn.commit_digest:
+        return _settled(turn)
     holder = holder or driver_id()
     try:
         with transaction.atomic():
+            # The turn first, then the lease, in the order the commit locks them (on PostgreSQL a
+            # claim racing a commit waits for it, then finds the turn stamped and matches nothing).
+            claimed = (
+                _open_turns()
+                .filter(pk=turn.pk)
+                .update(
+                    status=Turn.Status.RUNNING,
+                    started_at=Coalesce(F("started_at"), Value(timezone.now())),
+                    drive_attempts=F("drive_attempts") + 1,
+                )
+            )
+            if not claimed:
+                raise _AlreadyCommitted
             grant = lease_acquire(
                 scope=SESSION_LEASE_SCOPE, key=turn.session_id, holder=holder, ttl=settings.LASHOPS_SESSION_LEASE_TTL
             )
-            Turn.objects.filter(pk=turn.pk).update(
-                status=Turn.Status.RUNNING,
-                started_at=turn.started_at or timezone.now(),
-                drive_attempts=F("drive_attempts") + 1,
-            )
+    except _AlreadyCommitted:
+        turn.refresh_from_db()
+        return _settled(turn)
     except CoreLeaseHeld as exc:
         raise SessionBusy("another driver holds this session", details=exc.details) from None
     turn.refresh_from_db()
-    if turn.status == Turn.Status.COMMITTED:
-        lease_release(scope=SESSION_LEASE_SCOPE, key=turn.session_id, token=grant.token)
-        return turn
     return _drive(turn, holder=holder, token=grant.token)
 
 
@@ -434,10 +468,11 @@ def turn_commit(
         # lane) adds nodes to the session until it lands.
         last_seq = Node.objects.filter(session=OuterRef("session_id")).order_by("-seq").values("seq")[:1]
         locked = Turn.objects.select_for_update().annotate(last_seq=Subquery(last_seq)).get(pk=turn.pk)
-        if locked.status == Turn.Status.COMMITTED:
-            if locked.commit_digest == result.digest():
-                return locked
-            raise CommitConflict("this turn was already committed with a different result")
+        if locked.commit_digest:
+            if locked.commit_digest != result.digest():
+                raise CommitConflict("this turn was already committed with a different result")
+            lease_release(scope=SESSION_LEASE_SCOPE, key=session.pk, token=token)  # if this retry holds it
+            return _settled(locked)
         try:
             # Check and release in one statement: the row stays locked to the commit, and any
             # failure below rolls the release back with everything else.
@@ -539,9 +574,12 @@ def turn_commit(
             "child_output_tokens": child["output_tokens"],
             **own,
         }
+        # Conditional like every status write: only an open turn is stamped (the row lock above
+        # makes this hold on PostgreSQL; the row count makes it hold wherever the lock is a no-op).
+        if not _open_turns().filter(pk=locked.pk).update(**stamp):
+            raise CommitConflict("this turn was committed by another driver")
         for name, value in stamp.items():
-            setattr(locked, name, value)
-        locked.save(update_fields=list(stamp))  # no read-back: ``locked`` now is the committed row
+            setattr(locked, name, value)  # no read-back: ``locked`` now is the committed row
         total = (result.usage + result.child_usage).to_dict()
         publish_many(
             workspace=session.workspace,
@@ -727,12 +765,15 @@ def turn_cancel(*, turn: Turn) -> Turn:
     """Request cancellation. The driver stops at its next check and commits stopped/cancelled
     with no partial text. If the turn committed first, that wins (409)."""
     with transaction.atomic():
+        requested = (
+            _open_turns()
+            .filter(pk=turn.pk, cancel_requested_at__isnull=True)
+            .update(cancel_requested_at=timezone.now())
+        )
         locked = Turn.objects.select_for_update().get(pk=turn.pk)
-        if locked.status == Turn.Status.COMMITTED:
+        if locked.commit_digest:
             raise TurnFinished(f"turn {turn.pk} already committed ({locked.outcome})")
-        if locked.cancel_requested_at is None:
-            locked.cancel_requested_at = timezone.now()
-            locked.save(update_fields=["cancel_requested_at"])
+        if requested:
             publish(
                 workspace=turn.session.workspace,
                 type="turn.cancel_requested",
@@ -842,17 +883,24 @@ def child_turn_run(
 
 
 def turns_sweep() -> list[str]:
-    """Re-dispatch admitted turns whose driver is gone: queued or running, lease free or
-    expired, older than the grace period. Returns the turn ids dispatched."""
+    """Re-dispatch admitted turns whose driver is gone: not committed, lease free or expired,
+    older than the grace period, and not already sent again by a sweep in the last
+    ``LASHOPS_TURN_REDISPATCH_SECONDS`` (so a turn waiting behind busy workers is not handed a
+    drive message every sweep). Turns with a commit stamp are settled, never re-driven.
+    Returns the turn ids dispatched."""
     from datetime import timedelta
 
     from sessions_app.tasks import drive_turn_task
 
     now = timezone.now()
+    settled = Turn.objects.filter(status__in=_OPEN).exclude(commit_digest="").update(status=Turn.Status.COMMITTED)
+    if settled:
+        log.warning("settled %d turns that carried a commit stamp but were not marked committed", settled)
+    due = Q(dispatched_at__isnull=True) | Q(
+        dispatched_at__lt=now - timedelta(seconds=settings.LASHOPS_TURN_REDISPATCH_SECONDS)
+    )
     grace = now - timedelta(seconds=settings.LASHOPS_TURN_SWEEP_GRACE)
-    stranded = Turn.objects.filter(
-        status__in=[Turn.Status.QUEUED, Turn.Status.RUNNING], created_at__lt=grace
-    ).values_list("pk", "session_id")
+    stranded = _open_turns().filter(due, created_at__lt=grace).values_list("pk", "session_id")
     held = set(
         Lease.objects.filter(scope=SESSION_LEASE_SCOPE, expires_at__gte=now)
         .exclude(holder="")
@@ -863,6 +911,9 @@ def turns_sweep() -> list[str]:
         if session_id in held:
             continue
         with transaction.atomic():
+            # Claimed by row count: two sweeps at once (beat and a scheduler thread) send it once.
+            if not _open_turns().filter(due, pk=turn_id).update(dispatched_at=now):
+                continue
             dispatch(drive_turn_task, turn_id=turn_id)
         dispatched.append(turn_id)
     return dispatched
