@@ -96,6 +96,9 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
     hole they see in the cursors themselves."""
 
     contiguous = False
+    # Live events held while connect() replays; past this many it replays again from the database
+    # instead. None: LASHOPS_WS_SEND_QUEUE.
+    buffer_limit: int | None = None
     workspace: Workspace
     last_sent: int
     buffering: bool
@@ -176,20 +179,30 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
             )
             after = latest
         self.last_sent = after
-        replayed = await self._replay()
-        # Everything at or below this cursor was in the replay: cursors are allocated under a row
-        # lock, so no lower cursor can commit after a higher one became visible.
-        self.replayed_through = self.last_sent
         self.sent_live: collections.OrderedDict[int, None] = collections.OrderedDict()
-        while self.buffer_overflow:  # a long replay outran the buffer: replay again from the database
+        replayed = 0
+        while True:
+            replayed += await self._replay()
+            # Everything at or below this cursor was in a replay: cursors are allocated under a row
+            # lock, so no lower cursor can commit after a higher one became visible. It moves with
+            # every pass, or the buffered live copies of what a second pass sent would go out again.
+            self.replayed_through = self.last_sent
+            # What the replays sent needs no buffered copy (and leaves room for what comes next);
+            # live-lane events (no cursor) stay.
+            self.buffer = [(e, t) for e, t in self.buffer if e.get("cursor") is None or e["cursor"] > self.last_sent]
+            if not self.buffer_overflow:
+                break
+            # The buffer overflowed (a long replay under a busy stream) or the fan-out asked for a
+            # resync (the layer lost a message): what was dropped has committed, replay it again.
             self.buffer_overflow = False
             self.buffer = [item for item in self.buffer if item[0].get("cursor") is not None]
-            replayed += await self._replay()
+        # Switch to live before any await: what arrives while stream.ready goes out is queued for
+        # the writer, not added to a buffer nobody checks again.
+        buffered, self.buffer = self.buffer, []
+        self.buffering = False
         await self.transmit(
             {"type": "stream.ready", "data": {"after": after, "latest_cursor": self.last_sent, "replayed": replayed}}
         )
-        buffered, self.buffer = self.buffer, []
-        self.buffering = False
         for event, text in buffered:
             await self._forward(event, text)
         self.writer = asyncio.get_running_loop().create_task(self._write_loop())
@@ -248,7 +261,7 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
 
     def deliver(self, event: dict[str, Any], text: str) -> None:
         if self.buffering:
-            if len(self.buffer) >= settings.LASHOPS_WS_SEND_QUEUE:
+            if len(self.buffer) >= (self.buffer_limit or settings.LASHOPS_WS_SEND_QUEUE):
                 self.buffer_overflow = True
                 return
             self.buffer.append((event, text))
@@ -329,6 +342,8 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
                 break
         self.replayed_through = max(self.replayed_through, through)
         self.last_sent = max(self.last_sent, through)
+        # Everything sent so far committed before ``through`` was read: none of it is needed again.
+        self.sent_live = collections.OrderedDict((c, None) for c in self.sent_live if c > self.replayed_through)
 
     def _seen(self, cursor: int) -> bool:
         """Whether a filtered stream already sent ``cursor``; remembers it if not."""
@@ -358,6 +373,10 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
             return
         self.last_sent = max(self.last_sent, cursor)
         await self.transmit(event, text)
+        if len(self.sent_live) >= LIVE_DEDUPE_WINDOW:
+            # Move ``replayed_through`` up (and forget what is below it) before the window would
+            # forget a cursor that a later catch-up from an old ``replayed_through`` could send again.
+            await self._catch_up()
 
     async def _error(self, code: str, message: str) -> None:
         await self.transmit({"type": "stream.error", "data": {"code": code, "message": message}})
