@@ -87,9 +87,10 @@ def _start(args: dict[str, Any], ctx: ToolContext) -> ToolOutput:
             provenance={"session": ctx.session_id, "turn": ctx.turn_id},
             wake_session_id=ctx.session_id if args.get("wake") else "",
             grant_session_ids=[ctx.session_id],
+            check_references=False,  # the calling session: of this workspace by construction
         )
         if not created:
-            process_grant(workspace=workspace, process_id=process.pk, session_id=ctx.session_id)
+            process_grant(workspace=workspace, process_id=process.pk, session_id=ctx.session_id, check_references=False)
     except LashOpsError as exc:
         return _error(exc)
     verb = "started" if created else "already started"

@@ -63,7 +63,7 @@ class ProcessFilter(Schema):
     session: str = ""
 
 
-@router.post("", response={200: ProcessStartedOut, 201: ProcessStartedOut, 409: ErrorOut, 422: ErrorOut})
+@router.post("", response={200: ProcessStartedOut, 201: ProcessStartedOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut})
 def process_start(request: HttpRequest, payload: ProcessIn):
     """Start a process. Idempotent by ``id``: the same registration answers 200 with the existing
     process; a different registration under the same id answers 409 ``registration_conflict``."""
@@ -84,7 +84,9 @@ def process_start(request: HttpRequest, payload: ProcessIn):
     return Status(201 if created else 200, proc)
 
 
-@router.post("/batch", response={200: ProcessBatchOut, 201: ProcessBatchOut, 409: ErrorOut, 422: ErrorOut})
+@router.post(
+    "/batch", response={200: ProcessBatchOut, 201: ProcessBatchOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
+)
 def process_start_batch(request: HttpRequest, payload: ProcessBatchIn):
     """Start up to 1,000 processes in one transaction (fan-out). Each is idempotent by ``id`` as
     in a single start; 201 when any was created, 200 when all existed; all or nothing: 409

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -76,6 +77,32 @@ def _get_locked(workspace: Workspace, process_id: str) -> Process:
 
 
 # --- start ------------------------------------------------------------------------------
+
+
+def require_sessions(*, workspace: Workspace, references: dict[str, str]) -> None:
+    """Raise ``NotFound`` (404, the fields named in ``details``) unless every session in
+    ``references`` (``{field path: session id}``, empty ids skipped) belongs to ``workspace``.
+    Another workspace's session answers exactly like one that does not exist."""
+    wanted = {path: sid for path, sid in references.items() if sid}
+    if not wanted:
+        return
+    from sessions_app.selectors import session_workspaces
+
+    owners = session_workspaces(set(wanted.values()))
+    missing = [
+        {"path": path, "message": f"no session {sid!r} in this workspace", "type": "not_found"}
+        for path, sid in wanted.items()
+        if owners.get(sid) != workspace.pk
+    ]
+    if missing:
+        fields = ", ".join(item["path"] for item in missing)
+        raise NotFound(f"unknown session in {fields}", code="session_not_found", details=missing)
+
+
+def _session_references(path: str, wake_session_id: str, grant_session_ids: Iterable[str]) -> dict[str, str]:
+    refs = {f"{path}.wake_session": wake_session_id}
+    refs.update({f"{path}.grant_sessions.{i}": sid for i, sid in enumerate(grant_session_ids)})
+    return refs
 
 
 @dataclass(frozen=True)
@@ -187,12 +214,20 @@ def process_start(
     parent_id: str | None = None,
     grant_session_ids: list[str] | tuple[str, ...] = (),
     timeout_seconds: float | None = None,
+    check_references: bool = True,
 ) -> tuple[Process, bool]:
     """Register a process (durable intent only) and wake a driver after commit. Returns
     ``(process, created)``. Idempotent by id and registration hash: the same registration
     returns the existing row; a different one under the same id raises ``registration_conflict``.
     An externally owned process is never driven: its owner ends it with ``process_complete``
-    (by ``timeout_seconds`` from now, if given)."""
+    (by ``timeout_seconds`` from now, if given). The wake and grant sessions must belong to the
+    workspace (404 ``session_not_found`` otherwise) unless ``check_references`` is off (a
+    trigger delivery: its subscription's reference was checked when it was made; an agent tool:
+    the calling session itself)."""
+    if check_references:
+        require_sessions(
+            workspace=workspace, references=_session_references("body", wake_session_id, grant_session_ids)
+        )
     proc = _new_process(
         workspace=workspace,
         definition=definition,
@@ -242,6 +277,10 @@ def process_start_many(
     now = timezone.now()
     built: list[Process] = []
     grants: dict[str, tuple[str, ...]] = {}
+    references: dict[str, str] = {}
+    for i, spec in enumerate(processes):
+        references.update(_session_references(f"body.processes.{i}", spec.wake_session_id, spec.grant_session_ids))
+    require_sessions(workspace=workspace, references=references)
     for i, spec in enumerate(processes):
         proc = _new_process(
             workspace=workspace,
@@ -524,11 +563,17 @@ def _sweep_deadlines(now: Any, limit: int) -> int:
 # --- grants and session deletion --------------------------------------------------------
 
 
-def process_grant(*, workspace: Workspace, process_id: str, session_id: str) -> ProcessGrant:
-    """Let a session see and control a process (additive; re-granting revives a revoked grant)."""
+def process_grant(
+    *, workspace: Workspace, process_id: str, session_id: str, check_references: bool = True
+) -> ProcessGrant:
+    """Let a session see and control a process (additive; re-granting revives a revoked grant).
+    The session must belong to the workspace (404 ``session_not_found``) unless the caller
+    vouches for it (``check_references=False``: the calling session itself)."""
     proc = Process.objects.filter(workspace=workspace, pk=process_id).first()
     if proc is None:
         raise NotFound(f"no process {process_id!r}")
+    if check_references:
+        require_sessions(workspace=workspace, references={"session_id": session_id})
     grant, created = ProcessGrant.objects.get_or_create(process=proc, session_id=session_id)
     if not created and grant.revoked_at is not None:
         grant.revoked_at = None

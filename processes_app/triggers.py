@@ -58,8 +58,12 @@ def trigger_subscribe(
     disposition: str = Disposition.RERUNNABLE,
     name: str = "",
 ) -> TriggerSubscription:
-    """Subscribe a process definition to a trigger event."""
+    """Subscribe a process definition to a trigger event. A wake session must belong to the
+    workspace (404 ``session_not_found``, naming ``body.wake_session``)."""
+    from processes_app.services import require_sessions
+
     event = _event(workspace, event_name)
+    require_sessions(workspace=workspace, references={"body.wake_session": wake_session_id})
     require_definition(definition)
     if disposition not in Disposition.values:
         raise InvalidInput(f"disposition must be one of {Disposition.values}")
@@ -142,6 +146,7 @@ def occurrence_emit(
                     disposition=sub.disposition,
                     provenance={"host": "trigger", "occurrence": occurrence_id, "subscription": sub.pk},
                     wake_session_id=sub.wake_session_id,
+                    check_references=False,  # checked when subscribed; a session deleted since gets nothing
                 )
                 started.append(process_id)
             publish(
