@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import CharField, QuerySet, Value
+from django.db.models.functions import Cast, Concat
 from django.http import HttpRequest
 
 from lashops.core import services as core_services
-from lashops.core.admin_tools import ReadOnlyInline
+from lashops.core.admin import LeaseScopedAdmin
+from lashops.core.admin_tools import ReadOnlyInline, WorkspaceScopedAdmin, WorkspaceScopedInline, register_lease_keys
 from lashops.core.errors import LashOpsError
 from lashops.core.models import Workspace
 from mobs_app import delivery, services
@@ -30,6 +32,15 @@ from mobs_app.models import (
     MobEvent,
 )
 from mobs_app.topology import canonical
+
+register_lease_keys(
+    SCOPE,
+    lambda ids: (
+        Identity.objects.filter(mob__workspace__in=ids)
+        .annotate(lease_key=Concat(Cast("mob_id", CharField()), Value(":"), "key", output_field=CharField()))
+        .values("lease_key")
+    ),
+)
 
 
 class DefinitionForm(forms.ModelForm):
@@ -54,8 +65,13 @@ class DefinitionForm(forms.ModelForm):
 
 
 @admin.register(MobDefinition)
-class MobDefinitionAdmin(admin.ModelAdmin):
-    """Saving never edits a revision: it loads the TOML as the mob's next revision."""
+class MobDefinitionAdmin(WorkspaceScopedAdmin):
+    """Saving never edits a revision: it loads the TOML as the mob's next revision (mob_load),
+    in the workspace chosen when adding, or the mob's own when changing."""
+
+    workspace_path = "mob__workspace"
+    deletion = "never"
+    editable_fields = ("source",)
 
     form = DefinitionForm
     list_display = ("mob", "revision", "created_at")
@@ -67,14 +83,19 @@ class MobDefinitionAdmin(admin.ModelAdmin):
     def get_form(self, request: HttpRequest, obj: MobDefinition | None = None, **kwargs):
         form = super().get_form(request, obj, **kwargs)
         if obj is not None:
-            form.base_fields["workspace"].initial = obj.mob.workspace_id
+            form.base_fields.pop("workspace", None)  # a revision stays in its mob's workspace
         return form
 
     def get_fields(self, request: HttpRequest, obj: MobDefinition | None = None):
-        return ("workspace", "source") if obj is None else ("workspace", "source", "mob", "revision", "created_at")
+        return ("workspace", "source") if obj is None else ("source", "mob", "revision", "created_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: MobDefinition | None = None) -> tuple[str, ...]:
+        # The form's ``workspace`` is declared on the form: only the add form has it.
+        return tuple(f for f in super().get_readonly_fields(request, obj) if f != "workspace")
 
     def save_model(self, request: HttpRequest, obj: MobDefinition, form: forms.Form, change: bool) -> None:
-        result = services.mob_load(workspace=form.cleaned_data["workspace"], source=form.cleaned_data["source"])
+        workspace = obj.mob.workspace if change else form.cleaned_data["workspace"]
+        result = services.mob_load(workspace=workspace, source=form.cleaned_data["source"])
         obj.pk = result.definition.pk
         obj.mob = result.mob
         obj.revision = result.definition.revision
@@ -82,17 +103,21 @@ class MobDefinitionAdmin(admin.ModelAdmin):
         verb = "is now revision" if result.created else "is unchanged at revision"
         self.message_user(request, f"Mob {result.mob.mob_id} {verb} {result.definition.revision}.")
 
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
 
 class RevisionInline(ReadOnlyInline):
     model = MobDefinition
+    workspace_path = "mob__workspace"
     fields = ("revision", "created_at")
 
 
 @admin.register(Mob)
-class MobAdmin(admin.ModelAdmin):
+class MobAdmin(WorkspaceScopedAdmin):
+    """Mobs are created by loading a definition and changed by loading the next revision; here
+    they are acted on (actions call services), never edited or deleted."""
+
+    workspace_path = "workspace"
+    read_only = True
+    deletion = "never"
     list_display = ("mob_id", "workspace", "active_revision", "bootstrap_mode", "session_count", "max_sessions")
     list_filter = ("workspace", "bootstrap_mode", "shutting_down")
     list_select_related = ("workspace", "active_revision")
@@ -114,9 +139,6 @@ class MobAdmin(admin.ModelAdmin):
     )
     inlines = [RevisionInline]
     actions = ["reconcile_edges", "warm", "drain", "resume"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # mobs are created by loading a definition
 
     def _each(self, request: HttpRequest, queryset: QuerySet[Mob], label: str, call) -> None:
         done = 0
@@ -150,8 +172,9 @@ class MobAdmin(admin.ModelAdmin):
         self._each(request, queryset, "Resumed", lambda mob: services.mob_drain(mob=mob, shutting_down=False))
 
 
-class ContinuityInline(admin.StackedInline):
+class ContinuityInline(WorkspaceScopedInline, admin.StackedInline):
     model = Continuity
+    workspace_path = "identity__mob__workspace"
     fields = ("session_id", "generation", "checkpoint_version", "fencing_token", "runtime_instance", "updated_at")
     readonly_fields = fields
     can_delete = False
@@ -159,9 +182,19 @@ class ContinuityInline(admin.StackedInline):
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
 
 @admin.register(Identity)
-class IdentityAdmin(admin.ModelAdmin):
+class IdentityAdmin(WorkspaceScopedAdmin):
+    """Identities are added through identity_create and deleted through identity_delete (lease,
+    capacity, edges, ledger); a change edits descriptive fields only, never the key, mob,
+    profile or state."""
+
+    workspace_path = "mob__workspace"
+    deletion = "service"
+    editable_fields = ("display_name", "labels", "context", "initial_message")
     list_display = ("key", "mob", "profile", "addressability", "state", "revision", "materializations")
     list_filter = ("state", "addressability", "source", "mob")
     list_select_related = ("mob",)
@@ -179,9 +212,18 @@ class IdentityAdmin(admin.ModelAdmin):
             return "free"
         return f"held by {lease.holder} (token {lease.token}) until {lease.expires_at:%Y-%m-%d %H:%M:%S}"
 
+    def delete_object(self, request: HttpRequest, obj: Identity) -> bool:
+        try:
+            services.identity_delete(identity=obj)
+        except LashOpsError as exc:
+            self.report_refusal(request, obj.key, f"{exc.code}: {exc.message}")
+            return False
+        self.message_user(request, f"Deleted identity {obj.key} of mob {obj.mob}.")
+        return True
+
     def save_model(self, request: HttpRequest, obj: Identity, form: forms.Form, change: bool) -> None:
         if change:
-            obj.save()
+            obj.save(update_fields=[*self.editable_fields, "updated_at"])
             return
         spec = {f: form.cleaned_data.get(f) for f in ("key", "profile", "addressability", "display_name")}
         spec |= {f: form.cleaned_data.get(f) for f in ("labels", "context", "initial_message")}
@@ -246,8 +288,13 @@ class EdgeForm(forms.ModelForm):
 
 
 @admin.register(Edge)
-class EdgeAdmin(admin.ModelAdmin):
-    """Operator edges are added here; reconcile never removes them."""
+class EdgeAdmin(WorkspaceScopedAdmin):
+    """Operator edges are added here (edge_add) and removed here (edge_remove); reconcile never
+    removes them. Managed edges (wiring, provider) are reconcile's to remove."""
+
+    workspace_path = "mob__workspace"
+    deletion = "service"
+    editable_fields = ()
 
     form = EdgeForm
     list_display = ("a", "b", "source", "mob", "created_at")
@@ -259,6 +306,14 @@ class EdgeAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    def delete_object(self, request: HttpRequest, obj: Edge) -> bool:
+        if obj.source != Edge.Source.OPERATOR:
+            self.report_refusal(request, obj, f"a {obj.source} edge is managed: reconcile the mob's edges instead")
+            return False
+        services.edge_remove(mob=obj.mob, a=obj.a, b=obj.b)
+        self.message_user(request, f"Removed operator edge {obj.a} - {obj.b} of mob {obj.mob}.")
+        return True
 
     def save_model(self, request: HttpRequest, obj: Edge, form: forms.Form, change: bool) -> None:
         edge = services.edge_add(mob=obj.mob, a=obj.a, b=obj.b)
@@ -273,7 +328,7 @@ class EdgeAdmin(admin.ModelAdmin):
 
 
 @admin.register(IdentityLease)
-class IdentityLeaseAdmin(admin.ModelAdmin):
+class IdentityLeaseAdmin(LeaseScopedAdmin):
     list_display = ("key", "holder", "token", "acquired_at", "expires_at")
     search_fields = ("key", "holder")
     readonly_fields = ("scope", "key", "holder", "token", "acquired_at", "expires_at")
@@ -282,9 +337,6 @@ class IdentityLeaseAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).filter(scope=SCOPE)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
     @admin.action(description="Revoke (fences the holder out)")
     def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
         for lease in queryset:
@@ -292,14 +344,11 @@ class IdentityLeaseAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {queryset.count()} identity lease(s).")
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(WorkspaceScopedAdmin):
+    workspace_path = "mob__workspace"
+    read_only = True
+    deletion = "never"
     show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(ConsoleFrame)
@@ -376,7 +425,10 @@ class ContactForm(forms.ModelForm):
 
 
 @admin.register(Contact)
-class ContactAdmin(admin.ModelAdmin):
+class ContactAdmin(WorkspaceScopedAdmin):
+    workspace_path = "workspace"
+    deletion = "plain"
+    editable_fields = ("transport",)
     form = ContactForm
     list_display = ("mob_ref", "transport", "workspace")
     list_filter = ("workspace",)

@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from lashops.core.admin_tools import ReadOnlyInline, WorkspaceScopedAdmin, register_lease_keys
 from lashops.core.errors import LashOpsError
 from processes_app import services, triggers
 from processes_app.models import (
@@ -24,29 +25,27 @@ from processes_app.models import (
     TriggerOccurrence,
     TriggerSubscription,
 )
-from processes_app.selectors import process_lease
+from processes_app.selectors import LEASE_SCOPE, process_lease
+
+register_lease_keys(LEASE_SCOPE, lambda ids: Process.objects.filter(workspace__in=ids).values("pk"))
 
 
-class ProcessEventInline(admin.TabularInline):
+class ProcessEventInline(ReadOnlyInline):
     model = ProcessEvent
+    workspace_path = "process__workspace"
     fields = ("seq", "type", "data", "ts")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
     ordering = ("seq",)
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+    show_change_link = False
 
 
-class ProcessGrantInline(admin.TabularInline):
+class ProcessGrantInline(ReadOnlyInline):
+    """Grants are given by process_grant (the API) and revoked by the service, never typed here:
+    a free-text session id could name another workspace's session."""
+
     model = ProcessGrant
+    workspace_path = "process__workspace"
     fields = ("session_id", "granted_at", "revoked_at")
-    readonly_fields = ("granted_at",)
-    extra = 0
+    show_change_link = False
 
 
 class SignalForm(forms.Form):
@@ -139,7 +138,14 @@ def _form_action(
 
 
 @admin.register(Process)
-class ProcessAdmin(admin.ModelAdmin):
+class ProcessAdmin(WorkspaceScopedAdmin):
+    """Processes are started through the API, a trigger or a definition, and acted on with the
+    actions below (services); their state is never edited and they are never deleted here
+    (cancel or abandon them; the retention prune removes finished ones)."""
+
+    workspace_path = "workspace"
+    read_only = True
+    deletion = "never"
     list_display = ("id", "definition_name", "kind", "status", "wait_kind", "disposition", "workspace", "created_at")
     list_filter = ("status", "kind", "disposition", "definition_name", "wait_kind")
     list_select_related = ("workspace",)
@@ -182,9 +188,6 @@ class ProcessAdmin(admin.ModelAdmin):
         "lease_token",
         "lease_expires_at",
     )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # start processes through the API, a trigger or a definition
 
     def _lease(self, obj: Process) -> Any:
         if not hasattr(obj, "_lease_cache"):
@@ -286,7 +289,10 @@ class ProcessAdmin(admin.ModelAdmin):
 
 
 @admin.register(TriggerEvent)
-class TriggerEventAdmin(admin.ModelAdmin):
+class TriggerEventAdmin(WorkspaceScopedAdmin):
+    workspace_path = "workspace"
+    deletion = "plain"
+    editable_fields = ("description",)
     list_display = ("name", "workspace", "description", "created_at")
     list_filter = ("workspace",)
     list_select_related = ("workspace",)
@@ -294,8 +300,31 @@ class TriggerEventAdmin(admin.ModelAdmin):
     readonly_fields = ("created_at",)
 
 
+class SubscriptionForm(forms.ModelForm):
+    """The event (and the session to wake) must belong to the row's workspace."""
+
+    def clean(self) -> dict[str, Any]:
+        from django.apps import apps
+
+        data = super().clean()
+        workspace = data.get("workspace") or (self.instance.workspace if self.instance.workspace_id else None)
+        event = data.get("event")
+        if workspace is not None and event is not None and event.workspace_id != workspace.pk:
+            self.add_error("event", "this event belongs to another workspace")
+        wake = data.get("wake_session_id")
+        if workspace is not None and wake:
+            sessions = apps.get_model("sessions_app", "Session")._default_manager
+            if not sessions.filter(pk=wake, workspace=workspace).exists():
+                self.add_error("wake_session_id", "no such session in this workspace")
+        return data
+
+
 @admin.register(TriggerSubscription)
-class TriggerSubscriptionAdmin(admin.ModelAdmin):
+class TriggerSubscriptionAdmin(WorkspaceScopedAdmin):
+    workspace_path = "workspace"
+    deletion = "plain"
+    editable_fields = ("name", "definition_name", "disposition", "input_template", "enabled")
+    form = SubscriptionForm
     list_display = ("__str__", "event", "definition_name", "disposition", "wake_session_id", "enabled", "workspace")
     list_filter = ("enabled", "disposition", "workspace")
     list_select_related = ("event", "workspace")
@@ -304,33 +333,37 @@ class TriggerSubscriptionAdmin(admin.ModelAdmin):
     raw_id_fields = ("event",)
 
 
-class TriggerDeliveryInline(admin.TabularInline):
+class TriggerDeliveryInline(ReadOnlyInline):
     model = TriggerDelivery
+    workspace_path = "occurrence__workspace"
     fields = ("subscription", "process_id", "created_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+    show_change_link = False
 
 
 @admin.register(TriggerOccurrence)
-class TriggerOccurrenceAdmin(admin.ModelAdmin):
+class TriggerOccurrenceAdmin(WorkspaceScopedAdmin):
+    workspace_path = "workspace"
+    read_only = True
+    deletion = "never"
     list_display = ("occurrence_id", "event", "source", "workspace", "created_at")
     list_filter = ("source", "workspace")
     list_select_related = ("event", "workspace")
     search_fields = ("occurrence_id", "event__name")
     readonly_fields = ("workspace", "event", "occurrence_id", "payload", "source", "created_at")
     show_full_result_count = False
-    inlines = [TriggerDeliveryInline]
+    inlines = [TriggerDeliveryInline]  # occurrences are emitted through the API or by schedules
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # occurrences are emitted through the API or by schedules
+
+class CronScheduleForm(SubscriptionForm):
+    pass
 
 
 @admin.register(CronSchedule)
-class CronScheduleAdmin(admin.ModelAdmin):
+class CronScheduleAdmin(WorkspaceScopedAdmin):
+    workspace_path = "workspace"
+    deletion = "plain"
+    editable_fields = ("cron", "payload", "enabled")
+    form = CronScheduleForm
     list_display = ("name", "event", "cron", "enabled", "next_run_at", "last_run_at", "workspace")
     list_filter = ("enabled", "workspace")
     list_select_related = ("event", "workspace")

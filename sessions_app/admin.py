@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
-from lashops.core.admin_tools import ReadOnlyInline
+from lashops.core.admin_tools import ReadOnlyInline, WorkspaceScopedAdmin, member_workspace_ids, register_lease_keys
 from lashops.core.errors import LashOpsError
 from sessions_app import selectors, services
 from sessions_app.models import (
@@ -19,15 +19,20 @@ from sessions_app.models import (
     Turn,
     UsageRecord,
 )
+from sessions_app.runtime_host import SESSION_LEASE_SCOPE
+
+register_lease_keys(SESSION_LEASE_SCOPE, lambda ids: Session.objects.filter(workspace__in=ids).values("pk"))
 
 
 class TurnInline(ReadOnlyInline):
+    workspace_path = "session__workspace"
     model = Turn
     fields = ("index", "status", "outcome", "stop_reason", "input_text", "final_text", "input_tokens", "output_tokens")
     ordering = ("-index",)
 
 
 class NodeInline(ReadOnlyInline):
+    workspace_path = "session__workspace"
     model = Node
     fields = ("seq", "kind", "node_id", "parent_id", "payload")
     ordering = ("seq",)
@@ -35,12 +40,20 @@ class NodeInline(ReadOnlyInline):
 
 
 class PendingInputInline(ReadOnlyInline):
+    workspace_path = "session__workspace"
     model = PendingInput
     fields = ("source_key", "text", "status", "claimed_by", "accepted_by", "created_at")
 
 
 @admin.register(Session)
-class SessionAdmin(admin.ModelAdmin):
+class SessionAdmin(WorkspaceScopedAdmin):
+    """Sessions are opened through the API; here only the system prompt and metadata are
+    edited, and a delete (the Delete button or "delete selected") is ``session_delete``: it
+    refuses a busy session and reports what went with it."""
+
+    workspace_path = "workspace"
+    deletion = "service"
+    editable_fields = ("system_prompt", "metadata")
     list_display = (
         "id",
         "workspace",
@@ -78,6 +91,18 @@ class SessionAdmin(admin.ModelAdmin):
     inlines = [TurnInline, PendingInputInline, NodeInline]
     actions = ["cancel_active_turn", "reset_session", "delete_with_report"]
     show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # sessions are opened through the API (session_open)
+
+    def delete_object(self, request: HttpRequest, obj: Session) -> bool:
+        try:
+            report = services.session_delete(session=obj)
+        except LashOpsError as exc:
+            self.report_refusal(request, obj.pk, exc.message)
+            return False
+        self.message_user(request, f"Deleted {obj.pk}: {report}")
+        return True
 
     @admin.display(description="provider")
     def provider(self, obj: Session) -> str:
@@ -118,15 +143,14 @@ class SessionAdmin(admin.ModelAdmin):
     @admin.action(description="Delete with report (processes are orphaned, not cancelled)")
     def delete_with_report(self, request: HttpRequest, queryset: QuerySet[Session]) -> None:
         for session in list(queryset):
-            try:
-                report = services.session_delete(session=session)
-                self.message_user(request, f"Deleted {session.pk}: {report}")
-            except LashOpsError as exc:
-                self.message_user(request, f"{session.pk}: {exc.message}", level="warning")
+            self.delete_object(request, session)
 
 
 @admin.register(Turn)
-class TurnAdmin(admin.ModelAdmin):
+class TurnAdmin(WorkspaceScopedAdmin):
+    workspace_path = "session__workspace"
+    read_only = True
+    deletion = "never"
     list_display = (
         "__str__",
         "status",
@@ -145,9 +169,6 @@ class TurnAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Turn._meta.fields] + ["effect_journal"]
     actions = ["cancel_turns"]
     show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
     @admin.display(description="Effect journal (read-only)")
     def effect_journal(self, obj: Turn) -> str:
@@ -174,7 +195,10 @@ class TurnAdmin(admin.ModelAdmin):
 
 
 @admin.register(PendingInput)
-class PendingInputAdmin(admin.ModelAdmin):
+class PendingInputAdmin(WorkspaceScopedAdmin):
+    workspace_path = "session__workspace"
+    read_only = True
+    deletion = "never"
     list_display = ("session", "source_key", "status", "claimed_by", "accepted_by", "created_at")
     list_filter = ("status",)
     search_fields = ("session__id", "source_key", "text")
@@ -189,35 +213,38 @@ class PendingInputAdmin(admin.ModelAdmin):
         "updated_at",
     )
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
 
 @admin.register(SessionCommand)
-class SessionCommandAdmin(admin.ModelAdmin):
+class SessionCommandAdmin(WorkspaceScopedAdmin):
+    workspace_path = "session__workspace"
+    read_only = True
+    deletion = "never"
     list_display = ("session", "kind", "source_key", "status", "applied_at")
     list_filter = ("kind", "status")
     search_fields = ("session__id", "source_key")
     readonly_fields = ("session", "kind", "source_key", "reason", "status", "result", "applied_at")
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(WorkspaceScopedAdmin):
+    workspace_path = "session__workspace"
+    read_only = True
+    deletion = "never"
     list_display = ("turn", "source", "provider", "model", "input_tokens", "output_tokens", "cost_usd", "created_at")
     list_filter = ("source", "provider", "model")
     search_fields = ("session__id", "model")
     readonly_fields = [f.name for f in UsageRecord._meta.fields]
     show_full_result_count = False
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(WorkspaceScopedAdmin):
+    """Prices are shared by every workspace: members may read them, superusers set them."""
+
+    workspace_path = None
+    global_rows = "read"
+    deletion = "plain"
+    editable_fields = ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok")
     list_display = (
         "provider",
         "model",
@@ -232,16 +259,27 @@ class ModelPriceAdmin(admin.ModelAdmin):
 
 
 class HolderInline(ReadOnlyInline):
+    workspace_path = "session__workspace"
     model = SessionAttachment
     fields = ("session", "filename", "node_id", "created_at")
 
 
 @admin.register(Attachment)
-class AttachmentAdmin(admin.ModelAdmin):
+class AttachmentAdmin(WorkspaceScopedAdmin):
+    """Content-addressed blobs, shared by the sessions that hold them: a member sees a blob one
+    of their sessions holds, and only those holders. Removed per session (attachment_delete)."""
+
+    workspace_path = "holders__session__workspace"
+    read_only = True
+    deletion = "never"
     list_display = ("sha256", "size", "content_type", "created_at")
     search_fields = ("sha256",)
     readonly_fields = ("sha256", "size", "content_type", "storage_name", "created_at")
     inlines = [HolderInline]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    def scope_queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        ids = member_workspace_ids(request)
+        if ids is None:
+            return queryset
+        held = SessionAttachment.objects.filter(session__workspace__in=ids).values("attachment_id")
+        return queryset.filter(pk__in=held)  # a subquery: no duplicate rows per holder

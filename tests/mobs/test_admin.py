@@ -123,3 +123,44 @@ def test_contact_form_refuses_an_unknown_transport(staff, workspace):
         "/admin/mobs_app/contact/add/", {"workspace": workspace.pk, "mob_ref": "far", "transport": "http://x"}
     )
     assert page.status_code == 200 and "invalid transport" in page.content.decode()
+
+
+def test_identity_delete_button_goes_through_identity_delete(staff, mob):
+    from mobs_app.models import MobEvent
+
+    ident = add(mob, "alice")
+    response = staff.post(f"/admin/mobs_app/identity/{ident.pk}/delete/", {"post": "yes"}, follow=True)
+    assert "Deleted identity alice" in response.content.decode()
+    assert not Identity.objects.filter(pk=ident.pk).exists()
+    assert MobEvent.objects.filter(mob=mob, kind="member_deleted", identity="alice").exists()
+
+
+def test_identity_key_mob_and_state_cannot_be_changed(staff, mob, workspace):
+    ident = add(mob, "alice")
+    page = staff.post(
+        f"/admin/mobs_app/identity/{ident.pk}/change/",
+        {
+            "key": "mallory",
+            "mob": mob.pk,
+            "profile": "lead",
+            "state": "active",
+            "display_name": "Alice",
+            "labels": "{}",
+            "context": "{}",
+            "initial_message": "",
+            "addressability": "internal_only",
+            **_management_forms(staff, f"/admin/mobs_app/identity/{ident.pk}/change/"),
+        },
+    )
+    assert page.status_code == 302
+    ident.refresh_from_db()
+    assert (ident.key, ident.profile, ident.state, ident.display_name) == ("alice", "specialist", "dormant", "Alice")
+
+
+def _management_forms(staff, url: str) -> dict[str, str]:
+    page = staff.get(url)
+    data = {}
+    for inline in page.context["inline_admin_formsets"]:
+        form = inline.formset.management_form
+        data |= {form.add_prefix(name): value for name, value in form.initial.items()}
+    return data

@@ -178,3 +178,84 @@ def test_delete_with_report_action_refuses_a_busy_session(staff, open_session):
     [message] = _action(staff, "session", "delete_with_report", [session.pk])
     assert "cancel the running turn" in message
     assert Session.objects.filter(pk=session.pk).exists()
+
+
+# --- safe by construction (issue 10, item 6) -------------------------------------------------
+
+
+def test_session_identity_and_state_cannot_be_changed_from_the_change_form(staff, settled, other_workspace):
+    session, _ = settled
+    before = Session.objects.filter(pk=session.pk).values().get()
+    other, _ = session_open_in(other_workspace)
+    response = staff.post(
+        f"/admin/sessions_app/session/{session.pk}/change/",
+        {
+            "id": "s1-copy",
+            "workspace": other_workspace.pk,
+            "status": "closed",
+            "mode": "standard",
+            "model": '{"provider": "scripted", "model": "other"}',
+            "parent": other.pk,
+            "system_prompt": "be brief",
+            "metadata": '{"team": "ops"}',
+            "prompt_layers": "[]",
+            **_management_forms(staff, f"/admin/sessions_app/session/{session.pk}/change/"),
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    after = Session.objects.filter(pk=session.pk).values().get()
+    assert not Session.objects.filter(pk="s1-copy").exists()
+    changed = {k for k in after if after[k] != before[k]}
+    assert changed == {"system_prompt", "metadata", "updated_at"}
+    assert (after["system_prompt"], after["metadata"]) == ("be brief", {"team": "ops"})
+
+
+def session_open_in(workspace):
+    from sessions_app.services import session_open
+    from tests.sessions.conftest import scripted
+
+    return session_open(workspace=workspace, session_id="s-other", model=scripted(ANSWER))
+
+
+def test_session_delete_button_goes_through_the_delete_service(staff, settled):
+    session, _ = settled
+    response = staff.post(f"/admin/sessions_app/session/{session.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    [report] = [m for m in _messages(response) if m.startswith(f"Deleted {session.pk}: ")]
+    assert "'turns': 1" in report and "'nodes': 5" in report
+    assert not Session.objects.filter(pk=session.pk).exists()
+    assert not SessionAttachment.objects.exists()
+
+
+def test_session_delete_button_refuses_a_busy_session_with_the_services_reason(staff, open_session):
+    session = open_session({"text": "slow"})
+    turn_start(session=session, text="hi", background=True)
+    response = staff.post(f"/admin/sessions_app/session/{session.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302 and response["Location"].endswith(f"/session/{session.pk}/change/")
+    assert any("cancel the running turn" in m for m in _messages(response))
+    assert Session.objects.filter(pk=session.pk).exists()
+
+
+def test_delete_selected_on_sessions_goes_through_the_delete_service(staff, open_session):
+    idle = open_session(ANSWER)
+    busy = open_session({"text": "slow"}, session_id="s2")
+    turn_start(session=busy, text="hi", background=True)
+    response = staff.post(
+        "/admin/sessions_app/session/",
+        {"action": "delete_selected", "_selected_action": [idle.pk, busy.pk], "post": "yes"},
+    )
+    assert response.status_code == 302
+    messages = _messages(response)
+    assert any(m.startswith(f"Deleted {idle.pk}: ") for m in messages)
+    assert any("cancel the running turn" in m for m in messages)
+    assert list(Session.objects.values_list("pk", flat=True)) == [busy.pk]
+
+
+def _management_forms(staff, url: str) -> dict[str, str]:
+    """The inline management form fields of a change page, as the browser would post them."""
+    page = staff.get(url)
+    data = {}
+    for inline in page.context["inline_admin_formsets"]:
+        form = inline.formset.management_form
+        data |= {form.add_prefix(name): value for name, value in form.initial.items()}
+    return data
