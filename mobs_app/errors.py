@@ -12,6 +12,7 @@ __all__ = [
     "CursorAhead",
     "DefinitionInvalid",
     "IdempotencyConflict",
+    "IdentityBusy",
     "InvalidInput",
     "LeaseHeld",
     "LeaseLost",
@@ -42,6 +43,13 @@ class DefinitionInvalid(InvalidInput):
 
 class UnknownIdentity(NotFound):
     code = "unknown_identity"
+
+
+class IdentityBusy(LeaseHeld):
+    """Another operation (another process, or another thread of this one) holds the identity's
+    lease: 409 with the holder in ``details``. Nothing was changed; the caller may retry."""
+
+    code = "identity_busy"
 
 
 class NotAddressable(Conflict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -12,13 +13,23 @@ from django.conf import settings
 
 from lashops.core import services as core
 from lashops.core.errors import LeaseHeld, LeaseLost
+from mobs_app.errors import IdentityBusy
 
 SCOPE = "identity"
 
 
 def runtime_instance_id() -> str:
-    """This process's holder id (``LASHOPS_MOB_RUNTIME_ID`` or host:pid)."""
+    """This runtime instance (``LASHOPS_MOB_RUNTIME_ID`` or host:pid): where a lease holder runs.
+    Not a holder id by itself: the request threads of one process are separate contenders."""
     return settings.LASHOPS_MOB_RUNTIME_ID or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def lease_holder_id() -> str:
+    """A holder id of its own for one caller (one operation): ``<runtime instance>:<nonce>``.
+    The lease service lets a holder take its own lease again, so a shared id would let two
+    threads of one process both "hold" an identity. With host:pid first, a worker's lease
+    holder prefix (``host:pid:``) still names the process that holds it."""
+    return f"{runtime_instance_id()}:{uuid.uuid4().hex[:12]}"
 
 
 @dataclass(frozen=True)
@@ -78,9 +89,18 @@ def lease_provider() -> IdentityLeaseProvider:
 
 
 def identity_lease_acquire(*, key: str, holder: str | None = None, ttl: float | None = None) -> Acquired:
-    """Acquire one identity lease or raise ``LeaseHeld`` naming the holder."""
-    holder = holder or runtime_instance_id()
-    result = lease_provider().acquire([key], holder=holder, ttl=ttl or settings.LASHOPS_MOB_LEASE_TTL)[0]
+    """Acquire one identity lease for one caller (a fresh ``lease_holder_id`` unless ``holder`` is
+    given) or raise ``IdentityBusy`` (409 ``identity_busy``, a ``LeaseHeld``) naming the holder."""
+    holder = holder or lease_holder_id()
+    for _ in range(2):
+        result = lease_provider().acquire([key], holder=holder, ttl=ttl or settings.LASHOPS_MOB_LEASE_TTL)[0]
+        if not (isinstance(result, AlreadyHeld) and not result.holder):
+            break  # else it was released between the claim and the read of its holder: claim again
     if isinstance(result, AlreadyHeld):
-        raise LeaseHeld(f"identity lease for {key!r} is held by {result.holder!r}", holder=result.holder, token=0)
+        raise IdentityBusy(
+            f"identity {key.partition(':')[2] or key!r} is busy: another operation holds its lease "
+            f"({result.holder!r}); try again when it has finished",
+            holder=result.holder,
+            token=0,
+        )
     return result

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +29,7 @@ from mobs_app.errors import (
     UnknownIdentity,
 )
 from mobs_app.journal import ledger_append, ledger_append_many
-from mobs_app.leases import identity_lease_acquire, lease_provider
+from mobs_app.leases import Acquired, identity_lease_acquire, lease_provider
 from mobs_app.members import MemberSpec, member_session_id, member_sessions
 from mobs_app.models import Continuity, Edge, Identity, Mob, MobDefinition, Profile
 from mobs_app.topology import canonical, wiring_edges
@@ -352,6 +354,12 @@ def identity_materialize(*, identity: Identity, retry_broken: bool = False) -> I
     except LeaseHeld:
         Identity.objects.filter(pk=identity.pk, state=Identity.State.WARMING).update(state=Identity.State.DORMANT)
         raise
+    state = Identity.objects.filter(pk=identity.pk).values_list("state", flat=True).first()
+    if state != Identity.State.WARMING:  # retired or deleted by the holder before us: not ours now
+        lease_provider().release(identity.lease_key, token=grant.token)
+        if state is None:
+            raise UnknownIdentity(f"mob {mob.mob_id!r} has no identity {identity.key!r}")
+        raise Conflict(f"identity {identity.key!r} is {state}", code=f"identity_{state}")
     took_capacity = False
     try:
         record = Continuity.objects.filter(pk=identity.pk).first()
@@ -422,19 +430,34 @@ def identity_materialize(*, identity: Identity, retry_broken: bool = False) -> I
 # --- lifecycle ------------------------------------------------------------------------------
 
 
+@contextmanager
+def _identity_leased(identity: Identity) -> Iterator[tuple[Acquired, Identity]]:
+    """Hold the identity lease for one operation (released on exit). Yields the grant and the
+    identity as read under the lease: a contender that held it before may have changed its state
+    or deleted it (``UnknownIdentity``). Raises ``IdentityBusy`` while another caller holds it."""
+    grant = identity_lease_acquire(key=identity.lease_key)
+    try:
+        yield grant, identity_get(mob=identity.mob, key=identity.key)
+    finally:
+        lease_provider().release(identity.lease_key, token=grant.token)
+
+
 def identity_retire(*, identity: Identity) -> dict[str, Any]:
     """Retire under the identity lease: the member goes ``retiring`` (returned with the fencing
-    token), its managed edges are dropped and it ends ``retired`` with its session kept readable."""
+    token), its managed edges are dropped and it ends ``retired`` with its session kept readable.
+    Retiring a retired identity changes nothing (``fencing_token`` None)."""
+    done = {"identity": identity.key, "state": identity.state, "fencing_token": None}
     if identity.state in (Identity.State.RETIRING, Identity.State.RETIRED):
-        return {"identity": identity.key, "state": identity.state, "fencing_token": None}
-    grant = identity_lease_acquire(key=identity.lease_key)
-    mob = identity.mob
-    try:
+        return done
+    with _identity_leased(identity) as (grant, identity):
+        if identity.state in (Identity.State.RETIRING, Identity.State.RETIRED):
+            return {**done, "state": identity.state}
+        mob = identity.mob
         with transaction.atomic():
             lease_provider().check(identity.lease_key, token=grant.token, lock=True)
-            had_session = Identity.objects.filter(
-                pk=identity.pk, state__in=(Identity.State.ACTIVE, Identity.State.WARMING)
-            ).exists()
+            # Under the lease only an active member holds capacity: a ``warming`` one is a claim
+            # whose materializer has not got the lease, and it takes capacity only under it.
+            had_session = Identity.objects.filter(pk=identity.pk, state=Identity.State.ACTIVE).exists()
             Identity.objects.filter(pk=identity.pk).update(state=Identity.State.RETIRING)
             Continuity.objects.filter(pk=identity.pk, fencing_token__lte=grant.token).update(fencing_token=grant.token)
             ledger_append(mob=mob, kind="member_retiring", identity=identity.key, data={"token": grant.token})
@@ -444,17 +467,14 @@ def identity_retire(*, identity: Identity) -> dict[str, Any]:
             Identity.objects.filter(pk=identity.pk, state=Identity.State.RETIRING).update(state=Identity.State.RETIRED)
             ledger_append(mob=mob, kind="member_retired", identity=identity.key, data={"token": grant.token})
             edges_reconcile(mob=mob)
-    finally:
-        lease_provider().release(identity.lease_key, token=grant.token)
     return {"identity": identity.key, "state": Identity.State.RETIRED, "fencing_token": grant.token}
 
 
 def identity_reset(*, identity: Identity) -> Identity:
     """Destructive reset: generation + 1, checkpoint version 0, a new session id; the lease token
     advances, so the previous holder's late writes are rejected."""
-    grant = identity_lease_acquire(key=identity.lease_key)
-    mob = identity.mob
-    try:
+    with _identity_leased(identity) as (grant, identity):
+        mob = identity.mob
         record = Continuity.objects.filter(pk=identity.pk).first()
         generation = (record.generation + 1) if record else 1
         session_id = member_session_id(mob_pk=mob.pk, identity=identity.key, generation=generation)
@@ -481,16 +501,13 @@ def identity_reset(*, identity: Identity) -> Identity:
                 identity=identity.key,
                 data={"generation": generation, "token": grant.token},
             )
-    finally:
-        lease_provider().release(identity.lease_key, token=grant.token)
     return identity_get(mob=mob, key=identity.key)
 
 
 def identity_reload(*, identity: Identity) -> Identity:
     """Non-destructive: the member picks up the active revision; same session and generation."""
-    grant = identity_lease_acquire(key=identity.lease_key)
-    mob = identity.mob
-    try:
+    with _identity_leased(identity) as (grant, identity):
+        mob = identity.mob
         record = Continuity.objects.filter(pk=identity.pk).first()
         if identity.state == Identity.State.ACTIVE and record and record.session_id:
             member_sessions().open(
@@ -502,25 +519,21 @@ def identity_reload(*, identity: Identity) -> Identity:
             ledger_append(
                 mob=mob, kind="member_reloaded", identity=identity.key, data={"revision": mob.active_revision.revision}
             )
-    finally:
-        lease_provider().release(identity.lease_key, token=grant.token)
     return identity_get(mob=mob, key=identity.key)
 
 
 def identity_delete(*, identity: Identity) -> None:
     """Remove the identity, its continuity and its edges; it then resolves Uninitialized."""
-    grant = identity_lease_acquire(key=identity.lease_key)
-    mob = identity.mob
-    try:
+    with _identity_leased(identity) as (grant, identity):
+        mob = identity.mob
         with transaction.atomic():
-            if identity.state in (Identity.State.ACTIVE, Identity.State.WARMING):
+            lease_provider().check(identity.lease_key, token=grant.token, lock=True)
+            if Identity.objects.filter(pk=identity.pk, state=Identity.State.ACTIVE).exists():
                 _capacity_release(mob)
             Edge.objects.filter(mob=mob, a=identity.key).delete()
             Edge.objects.filter(mob=mob, b=identity.key).delete()
             identity.delete()
             ledger_append(mob=mob, kind="member_deleted", identity=identity.key)
-    finally:
-        lease_provider().release(identity.lease_key, token=grant.token)
 
 
 def mob_drain(*, mob: Mob, shutting_down: bool = True) -> Mob:

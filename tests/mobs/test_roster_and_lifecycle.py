@@ -126,12 +126,12 @@ def test_checkpoint_versions_strictly_increase_and_stale_tokens_are_fenced(mob):
     ident = add(mob, "alice")
     services.identity_materialize(identity=ident)
     record = Continuity.objects.get(pk=ident.pk)
-    grant = identity_lease_acquire(key=ident.lease_key)
+    grant = identity_lease_acquire(key=ident.lease_key, holder="runtime-a")
     kwargs = {"identity": ident, "session_id": record.session_id, "generation": 0}
     continuity_checkpoint(token=grant.token, version=1, **kwargs)
     with pytest.raises(StaleCheckpointVersion):
         continuity_checkpoint(token=grant.token, version=1, **kwargs)
-    newer = identity_lease_acquire(key=ident.lease_key)  # same holder re-acquires: the token advances
+    newer = identity_lease_acquire(key=ident.lease_key, holder="runtime-a")  # same holder again: the token advances
     with pytest.raises(StaleFencingToken):
         continuity_checkpoint(token=grant.token, version=2, **kwargs)
     continuity_checkpoint(token=newer.token, version=2, **kwargs)
