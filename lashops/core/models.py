@@ -138,7 +138,8 @@ class WorkerHeartbeat(models.Model):
     written every ``LASHOPS_WORKER_BEAT_SECONDS``. A row whose last beat is older than
     ``LASHOPS_WORKER_STALE_SECONDS`` is stale: the leases its holder prefix still holds are at risk
     until they expire and the sweeper reclaims the work. The worker sweep marks such a row once
-    (``stale_reported_at``) and publishes ``worker.stale``; its next beat clears the mark."""
+    (``stale_reported_at``) and publishes ``worker.stale``; its next beat clears the mark. A clean
+    exit sets ``stopped_at``; a process found gone from its host without one gets ``died_at``."""
 
     class Kind(models.TextChoices):
         CELERY = "celery", "Celery worker"
@@ -160,6 +161,11 @@ class WorkerHeartbeat(models.Model):
         null=True,
         blank=True,
         help_text="When the worker sweep published worker.stale; cleared (worker.recovered) by its next beat.",
+    )
+    died_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the worker sweep found its process gone from its host without a clean stop (worker.dead).",
     )
 
     class Meta:
