@@ -8,6 +8,7 @@ the first driver runs the turn to its commit in another thread, with its own con
 """
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -57,9 +58,7 @@ class _AfterFirstTurnRead:
         return result
 
 
-def test_a_second_driver_that_read_the_turn_before_the_first_committed_leaves_it_committed(
-    open_session, api, settings
-):
+def test_a_second_driver_that_read_the_turn_before_the_first_committed_leaves_it_committed(open_session, api, settings):
     settings.LASHOPS_TURN_SWEEP_GRACE = 0
     session = open_session(CALC, ANSWER, session_id="twice")
     with transaction.atomic():  # admitted, never dispatched: only the two drivers below drive it
@@ -119,7 +118,9 @@ def test_a_turn_left_running_after_its_commit_is_repaired_and_never_redriven(ope
 
 
 @pytest.mark.django_db  # one connection: the sweep's dispatches are captured, never run
-def test_the_sweep_does_not_pile_up_drive_messages_for_one_turn(open_session, settings, django_capture_on_commit_callbacks):
+def test_the_sweep_does_not_pile_up_drive_messages_for_one_turn(
+    open_session, settings, django_capture_on_commit_callbacks
+):
     settings.LASHOPS_TURN_SWEEP_GRACE = 0
     settings.LASHOPS_TURN_REDISPATCH_SECONDS = 60
     session = open_session({"text": "back"}, session_id="lost")
@@ -137,3 +138,74 @@ def test_the_sweep_does_not_pile_up_drive_messages_for_one_turn(open_session, se
     with django_capture_on_commit_callbacks() as sent:
         assert services.turns_sweep() == [turn.pk]
     assert len(sent) == 1
+
+
+@pytest.mark.postgres
+def test_a_driver_that_arrives_during_the_commit_waits_for_it_and_leaves_the_turn_committed(open_session, settings):
+    settings.LASHOPS_TURN_SWEEP_GRACE = 0
+    session = open_session(CALC, ANSWER, session_id="during")
+    with transaction.atomic():
+        turn = services._admit(session, text="What is 6*7?", source_key="", background=True)
+    second: dict = {}
+    threads: list[threading.Thread] = []
+
+    def second_driver() -> None:
+        try:
+            second["turn"] = services.turn_drive(turn_id=turn.pk)
+        except Exception as exc:  # reported to the test, which asserts on it
+            second["error"] = exc
+        finally:
+            connections.close_all()
+
+    def start_second_and_wait_until_it_blocks() -> None:
+        threads.append(threading.Thread(target=second_driver))
+        threads[0].start()
+        with connection.cursor() as cursor:  # this connection's own view of the server
+            for _ in range(400):
+                cursor.execute("SELECT pg_stat_clear_snapshot()")  # else one snapshot per transaction
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+                if cursor.fetchone()[0]:
+                    return
+                time.sleep(0.025)
+        raise AssertionError("the second driver never waited on the first driver's commit")
+
+    # given: the first driver is inside its commit transaction (the lease released, not yet
+    # committed) when the second driver reads the turn and tries to take it
+    hook = _InCommitAfterLeaseRelease(start_second_and_wait_until_it_blocks)
+    with connection.execute_wrapper(hook):
+        first = services.turn_drive(turn_id=turn.pk)
+    threads[0].join(timeout=60)
+    assert hook.fired and first.status == "committed"
+
+    # then: the second driver waited for the commit, found the turn committed and did nothing
+    assert "error" not in second, second
+    assert second["turn"].status == "committed"
+    stored = Turn.objects.get(pk=turn.pk)
+    assert (stored.status, stored.drive_attempts, stored.commit_digest) == ("committed", 1, first.commit_digest)
+    assert Lease.objects.get(scope="session", key="during").holder == ""
+    assert Event.objects.filter(type="turn.committed", subject__turn=turn.pk).count() == 1
+    assert services.turns_sweep() == []
+
+
+class _InCommitAfterLeaseRelease:
+    """Run ``action`` once, right after the commit transaction's UPDATE of the session lease."""
+
+    def __init__(self, action) -> None:
+        self.action = action
+        self.fired = False
+
+    def __call__(self, execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        statement = sql.lstrip().upper()
+        if (
+            not self.fired
+            and statement.startswith("UPDATE")
+            and Lease._meta.db_table.upper() in statement
+            and context["connection"].in_atomic_block
+        ):
+            self.fired = True
+            self.action()
+        return result
