@@ -176,6 +176,8 @@ LASHOPS_EVENT_RETENTION_DAYS = env_int("LASHOPS_EVENT_RETENTION_DAYS", 30, minim
 LASHOPS_EVENT_PRUNE_BATCH = env_int("LASHOPS_EVENT_PRUNE_BATCH", 5000, minimum=100)
 LASHOPS_WS_REPLAY_BATCH = env_int("LASHOPS_WS_REPLAY_BATCH", 500, minimum=10)
 LASHOPS_API_KEY_TOUCH_SECONDS = env_float("LASHOPS_API_KEY_TOUCH_SECONDS", 60.0, minimum=0.0)
+# POST /api/ws-tickets: how long a single-use WebSocket ticket (?ticket=) may wait for its handshake.
+LASHOPS_WS_TICKET_SECONDS = env_float("LASHOPS_WS_TICKET_SECONDS", 60.0, minimum=1.0)
 LASHOPS_HEALTH_PING_TIMEOUT = env_float("LASHOPS_HEALTH_PING_TIMEOUT", 1.0, minimum=0.1)
 
 # --- live operations: worker heartbeats, socket buffers, dashboards --------------------

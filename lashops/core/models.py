@@ -174,3 +174,26 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.worker_id
+
+
+class WsTicket(models.Model):
+    """A short-lived, single-use ticket for one WebSocket handshake (``?ticket=``), so that no
+    API key travels in a URL (URLs end up in access logs). Bound to the workspace and to the
+    key or user that asked for it; only a SHA-256 of the ticket is stored. Spent by one
+    conditional UPDATE, so of two handshakes racing with it, in any processes, one wins."""
+
+    digest = models.CharField(max_length=64, unique=True)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="ws_tickets")
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.CASCADE, related_name="ws_tickets")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="lashops_ws_tickets"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "WebSocket ticket"
+
+    def __str__(self) -> str:
+        return f"ticket {self.pk} of {self.workspace_id}"
