@@ -24,6 +24,12 @@ class Mob(models.Model):
     bootstrap_mode = models.CharField(max_length=24, choices=Bootstrap.choices, default=Bootstrap.LAZY)
     warm_concurrency = models.PositiveSmallIntegerField(default=4)
     bootstrap_error = models.TextField(blank=True, default="")
+    warm_requested_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="A warm (eager or background) was asked for and is not finished: the warming sweep "
+        "re-dispatches it while no live warmer holds the mob's warm lease.",
+    )
     max_sessions = models.PositiveIntegerField(default=64)
     session_count = models.PositiveIntegerField(default=0, help_text="Members holding a session (capacity).")
     shutting_down = models.BooleanField(default=False, help_text="Draining: new dispatches are refused.")
@@ -35,6 +41,13 @@ class Mob(models.Model):
     class Meta:
         ordering = ["workspace", "mob_id"]
         constraints = [models.UniqueConstraint(fields=["workspace", "mob_id"], name="mob_workspace_id_unique")]
+        indexes = [
+            models.Index(
+                fields=["warm_requested_at"],
+                name="mob_warm_requested_idx",
+                condition=models.Q(warm_requested_at__isnull=False),
+            )
+        ]
 
     def __str__(self) -> str:
         return self.mob_id
