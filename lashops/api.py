@@ -6,7 +6,8 @@ import json
 
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
-from ninja import NinjaAPI, Status
+from django.http.multipartparser import MultiPartParserError
+from ninja import Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from lashops.core.api import router as core_router
@@ -14,18 +15,23 @@ from lashops.core.auth import api_key_auth, session_auth
 from lashops.core.errors import LashOpsError
 from lashops.core.health import health_report
 from lashops.core.middleware import error_response
+from lashops.core.openapi import LashOpsNinjaAPI
 from lashops.core.schemas import HealthOut
+from lashops.core.validation import BodyRejected, JsonBodyParser
 from mobs_app.api import router as mobs_router
 from processes_app.api import router as processes_router
 from processes_app.api import triggers_router
 from sessions_app.api import router as sessions_router
 
-api = NinjaAPI(
+api = LashOpsNinjaAPI(
     title="LashOps API",
     version="1",
-    description="Operations platform for durable LLM agents. Authenticate with `Authorization: Bearer <api key>`.",
+    description="Operations platform for durable LLM agents. Authenticate with `Authorization: Bearer <api key>`. "
+    "No string in a request (body, keys of objects, query, path, form field or file name) may contain a NUL "
+    "character or a lone UTF-16 surrogate, and numbers must be finite: such requests are refused with 422.",
     auth=[api_key_auth, session_auth],
     urls_namespace="api",
+    parser=JsonBodyParser(),
 )
 
 
@@ -60,6 +66,8 @@ def on_domain_error(request: HttpRequest, exc: LashOpsError) -> HttpResponse:
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     cause = exc.__cause__
+    if isinstance(cause, BodyRejected):
+        return error_response(422, "validation_error", cause.message, cause.details)
     if isinstance(cause, json.JSONDecodeError) or str(exc).startswith("Cannot parse request body"):
         # ninja answers an unparseable body with a bare 400; we keep it in the validation model.
         where = (
@@ -75,6 +83,12 @@ def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     if "CSRF" in str(exc):
         code = "csrf_failed"
     return error_response(exc.status_code, code, str(exc))
+
+
+@api.exception_handler(MultiPartParserError)
+def on_bad_multipart(request: HttpRequest, exc: MultiPartParserError) -> HttpResponse:
+    details = [{"path": "body", "message": str(exc), "type": "multipart_invalid"}]
+    return error_response(422, "validation_error", "The multipart request body cannot be read.", details)
 
 
 @api.exception_handler(Http404)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Field, Query, Router, Schema, Status
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja import Field, Path, Query, Router, Schema, Status
+from ninja.pagination import paginate
 
-from lashops.core.schemas import ErrorOut
+from lashops.core.pagination import BoundedLimitOffsetPagination
+from lashops.core.schemas import ErrorOut, cursor_field, page_limit_field
+from lashops.core.validation import BIGINT_MAX
 from mobs_app import delivery, journal, messaging, selectors, services
 from mobs_app.models import Mob
 from mobs_app.schemas import (
@@ -30,6 +32,8 @@ from mobs_app.schemas import (
 )
 
 router = Router(tags=["mobs"])
+# ``console:<seq>`` or ``<seq>``, seq within a bigint.
+CONSOLE_CURSOR = r"^(console:)?[0-9]{1,18}$"
 ERRORS = {404: ErrorOut, 409: ErrorOut, 410: ErrorOut, 422: ErrorOut, 503: ErrorOut}
 
 
@@ -65,7 +69,7 @@ def mob_load(request: HttpRequest, payload: MobIn):
 
 
 @router.get("", response=list[MobOut])
-@paginate(LimitOffsetPagination)
+@paginate(BoundedLimitOffsetPagination)
 def mob_list(request: HttpRequest):
     return [_mob_out(m) for m in selectors.mob_list(workspace=request.workspace)]
 
@@ -103,7 +107,7 @@ def mob_drain(request: HttpRequest, mob_id: str, payload: DrainIn):
 class IdentityQuery(Schema):
     state: str | None = None
     limit: int = Field(100, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=BIGINT_MAX)
 
 
 class IdentityPageOut(Schema):
@@ -198,8 +202,8 @@ def edges_reconcile(request: HttpRequest, mob_id: str):
 
 
 class ConsoleQuery(Schema):
-    after: str | None = None
-    limit: int = 100
+    after: str | None = Field(None, pattern=CONSOLE_CURSOR, description="``console:<seq>``; omitted: the oldest kept.")
+    limit: int = page_limit_field(100, maximum=500)
 
 
 @router.get("/{mob_id}/console", response={200: ConsolePageOut, **ERRORS})
@@ -209,7 +213,7 @@ def console(request: HttpRequest, mob_id: str, query: Query[ConsoleQuery]):
 
 
 @router.post("/{mob_id}/console/{cursor}/retry", response={202: FrameOut, **ERRORS})
-def console_frame_retry(request: HttpRequest, mob_id: str, cursor: str):
+def console_frame_retry(request: HttpRequest, mob_id: str, cursor: str = Path(..., pattern=CONSOLE_CURSOR)):
     """Retry delivering the frame at ``cursor`` (``console:<seq>``) now. A frame that failed for good
     (``delivery_failed``) gets a fresh set of attempts; one waiting for its retry (``accepted``) goes
     at once. 409 ``delivery_in_progress``, ``not_retriable`` (delivered, completed, not a message),
@@ -219,8 +223,8 @@ def console_frame_retry(request: HttpRequest, mob_id: str, cursor: str):
 
 
 class EventsQuery(Schema):
-    after_seq: int = 0
-    limit: int = 200
+    after_seq: int = cursor_field(description="Return the ledger events after this sequence number.")
+    limit: int = page_limit_field()
 
 
 @router.get("/{mob_id}/events", response={200: MobEventPageOut, **ERRORS})

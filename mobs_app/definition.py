@@ -360,6 +360,8 @@ def parse_definition(source: str) -> ParsedDefinition:
 
     topo_raw = c.table(raw.get("topology", {}), "topology")
     c.keys(topo_raw, "topology", ("mode", "rules"))
+    # Read before the problems are counted: read later, a bad mode was reported to no one.
+    topology_mode = c.choice(topo_raw, "mode", "topology", TOPOLOGY_MODES, "advisory")
     topo_rules: list[dict[str, Any]] = []
     raw_rules = topo_raw.get("rules", [])
     if not isinstance(raw_rules, list):
@@ -444,7 +446,7 @@ def parse_definition(source: str) -> ParsedDefinition:
         "models": models,
         "profiles": profiles,
         "wiring": {"auto_wire_orchestrator": auto_wire, "role_wiring": role_wiring},
-        "topology": {"mode": c.choice(topo_raw, "mode", "topology", TOPOLOGY_MODES, "advisory"), "rules": topo_rules},
+        "topology": {"mode": topology_mode, "rules": topo_rules},
         "skills": skills,
         "limits": limits,
     }

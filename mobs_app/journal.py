@@ -262,7 +262,8 @@ def parse_console_cursor(value: str | None) -> int:
     if value in (None, ""):
         return 0
     raw = value.removeprefix("console:")
-    if not raw.isdigit():
+    # ASCII digits only (str.isdigit also accepts "²"), and within a bigint.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
         raise InvalidInput(f"invalid console cursor {value!r}: use console:<seq>", code="invalid_cursor")
     return int(raw)
 

@@ -43,14 +43,16 @@ class DrainIn(Schema):
 
 class BootstrapIn(Schema):
     mode: Literal["eager", "lazy", "lazy_background_warm"]
-    concurrency: int | None = None
+    concurrency: int | None = Field(
+        None, ge=1, le=16, description="lazy_background_warm: identities warmed at once (1 to 16)."
+    )
 
 
 class IdentityIn(Schema):
-    key: str
-    profile: str
+    key: str = Field(..., min_length=1, max_length=150)
+    profile: str = Field(..., min_length=1, max_length=63)
     addressability: Literal["addressable", "internal_only"] = "addressable"
-    display_name: str = ""
+    display_name: str = Field("", max_length=200)
     labels: dict[str, str] = {}
     context: dict[str, Any] = {}
     initial_message: str = ""

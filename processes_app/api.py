@@ -3,12 +3,14 @@
 import copy
 
 from django.http import HttpRequest
-from ninja import Query, Router, Schema, Status
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja import Path, Query, Router, Schema, Status
+from ninja.pagination import paginate
 
-from lashops.core.errors import InvalidInput, NotFound
-from lashops.core.schemas import ErrorOut
+from lashops.core.errors import NotFound
+from lashops.core.pagination import BoundedLimitOffsetPagination
+from lashops.core.schemas import ErrorOut, cursor_field, page_limit_field
 from lashops.core.selectors import event_page
+from lashops.core.validation import BIGINT_MAX
 from processes_app import selectors, services, triggers
 from processes_app.models import Process
 from processes_app.schemas import (
@@ -119,7 +121,7 @@ def process_start_batch(request: HttpRequest, payload: ProcessBatchIn):
 
 
 @router.get("", response=list[ProcessOut])
-@paginate(LimitOffsetPagination)
+@paginate(BoundedLimitOffsetPagination)
 def process_list(request: HttpRequest, filters: Query[ProcessFilter]):
     return selectors.process_list(
         workspace=request.workspace,
@@ -131,8 +133,8 @@ def process_list(request: HttpRequest, filters: Query[ProcessFilter]):
 
 
 class ChangesQuery(Schema):
-    since: int = 0
-    limit: int = 200
+    since: int = cursor_field(description="Return the changes after this workspace cursor.")
+    limit: int = page_limit_field()
 
 
 @router.get("/changes", response={200: ChangePageOut, 422: ErrorOut})
@@ -150,15 +152,13 @@ def process_detail(request: HttpRequest, process_id: str):
 
 
 class EventsQuery(Schema):
-    after: int = 0
-    limit: int = 200
+    after: int = cursor_field(description="Return the events after this sequence number.")
+    limit: int = page_limit_field()
 
 
 @router.get("/{process_id}/events", response={200: ProcessEventPageOut, 404: ErrorOut, 422: ErrorOut})
 def process_event_list(request: HttpRequest, process_id: str, query: Query[EventsQuery]):
     """The process's own event log after a sequence number."""
-    if query.after < 0 or not 1 <= query.limit <= 1000:
-        raise InvalidInput("after must be >= 0 and limit between 1 and 1000")
     proc = _process_or_404(request, process_id)
     rows = list(selectors.process_events(process=proc, after_seq=query.after, limit=query.limit))
     return {"events": rows, "next_seq": rows[-1].seq if rows else query.after}
@@ -221,7 +221,7 @@ def trigger_event_declare(request: HttpRequest, payload: TriggerEventIn):
 
 
 @triggers_router.get("/events", response=list[TriggerEventOut])
-@paginate(LimitOffsetPagination)
+@paginate(BoundedLimitOffsetPagination)
 def trigger_event_list(request: HttpRequest):
     return selectors.trigger_events(workspace=request.workspace)
 
@@ -241,13 +241,15 @@ def trigger_subscribe(request: HttpRequest, payload: SubscriptionIn):
 
 
 @triggers_router.get("/subscriptions", response=list[SubscriptionOut])
-@paginate(LimitOffsetPagination)
+@paginate(BoundedLimitOffsetPagination)
 def trigger_subscription_list(request: HttpRequest):
     return selectors.trigger_subscriptions(workspace=request.workspace)
 
 
 @triggers_router.patch("/subscriptions/{subscription_id}", response={200: SubscriptionOut, 404: ErrorOut})
-def trigger_subscription_update(request: HttpRequest, subscription_id: int, payload: SubscriptionPatchIn):
+def trigger_subscription_update(
+    request: HttpRequest, payload: SubscriptionPatchIn, subscription_id: int = Path(..., ge=1, le=BIGINT_MAX)
+):
     """Enable or disable a subscription (disabling keeps already delivered work)."""
     sub = triggers.trigger_subscription_set_enabled(
         workspace=request.workspace, subscription_id=subscription_id, enabled=payload.enabled
@@ -274,7 +276,7 @@ def occurrence_emit(request: HttpRequest, payload: OccurrenceIn):
 
 
 @triggers_router.get("/occurrences", response=list[OccurrenceOut])
-@paginate(LimitOffsetPagination)
+@paginate(BoundedLimitOffsetPagination)
 def occurrence_list(request: HttpRequest):
     return selectors.trigger_occurrences(workspace=request.workspace)
 
@@ -294,6 +296,6 @@ def schedule_save(request: HttpRequest, payload: ScheduleIn):
 
 
 @triggers_router.get("/schedules", response=list[ScheduleOut])
-@paginate(LimitOffsetPagination)
+@paginate(BoundedLimitOffsetPagination)
 def schedule_list(request: HttpRequest):
     return selectors.cron_schedules(workspace=request.workspace)

@@ -1,18 +1,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from lashops.core.schemas import EventOut
 
+# The longest deadline an external process may be given (a float past this overflows timedelta).
+MAX_TIMEOUT_SECONDS = 366 * 24 * 3600
 DispositionIn = Literal["rerunnable", "owner_bound", "externally_owned"]
 
 
 class ProcessIn(Schema):
-    id: str | None = Field(None, description="Your id (idempotency key). Generated when omitted.")
     kind: Literal["definition", "external"] = Field(
         "definition",
         description="external: work an outside system does and ends with POST /api/processes/{id}/complete "
@@ -21,11 +22,29 @@ class ProcessIn(Schema):
     definition: str = Field(..., min_length=1, max_length=200)
     input: Any = Field(default_factory=dict)
     disposition: DispositionIn = Field(..., description="Required: what recovery may do with this process.")
+    id: str | None = Field(None, max_length=64, description="Your id (idempotency key). Generated when omitted.")
     wake_session: str = Field("", max_length=64, description="A session that receives emitted events as input.")
-    grant_sessions: list[str] = Field(default_factory=list, description="Sessions that may see and control it.")
-    timeout_seconds: float | None = Field(
-        None, description="externally_owned only: fail with deadline_exceeded unless completed within this time."
+    grant_sessions: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list,
+        max_length=100,
+        json_schema_extra={"uniqueItems": True},
+        description="Sessions that may see and control it (each once).",
     )
+    timeout_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        description="externally_owned only: fail with deadline_exceeded unless completed within this time "
+        "(at most 366 days).",
+    )
+
+    @field_validator("grant_sessions")
+    @classmethod
+    def _each_session_once(cls, value: list[str]) -> list[str]:
+        repeated = sorted({s for s in value if value.count(s) > 1})
+        if repeated:
+            raise ValueError(f"each session may be granted once; repeated: {', '.join(repeated)}")
+        return value
 
 
 class ProcessBatchIn(Schema):
@@ -136,6 +155,9 @@ class CompletionErrorIn(Schema):
 
 
 class CompleteIn(Schema):
+    # Stated in the document too: exactly one of the two keys.
+    model_config = {"json_schema_extra": {"oneOf": [{"required": ["output"]}, {"required": ["error"]}]}}
+
     output: Any = Field(None, description="The result: the process ends completed with it.")
     error: CompletionErrorIn | None = Field(None, description="Or a failure: the process ends failed with it.")
     idempotency_key: str = Field(
@@ -177,7 +199,7 @@ class ChangePageOut(Schema):
 
 class TriggerEventIn(Schema):
     name: str = Field(..., min_length=1, max_length=100)
-    description: str = ""
+    description: str = Field("", max_length=2000)
     payload_schema: dict[str, Any] = Field(default_factory=dict)
 
 

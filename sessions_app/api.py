@@ -5,10 +5,11 @@ from __future__ import annotations
 from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpRequest
 from ninja import File, Form, Query, Router, Schema, Status, UploadedFile
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 
 from lashops.core.errors import NotFound
-from lashops.core.schemas import ErrorOut, EventPageOut
+from lashops.core.pagination import BoundedLimitOffsetPagination
+from lashops.core.schemas import ErrorOut, EventPageOut, cursor_field, page_limit_field
 from lashops.core.selectors import event_page
 from sessions_app import selectors, services
 from sessions_app.models import SessionAttachment
@@ -27,6 +28,7 @@ from sessions_app.schemas import (
 )
 
 router = Router(tags=["sessions"])
+MAX_FILENAME = 255  # SessionAttachment.filename (Django cuts uploaded file names to 255 itself)
 ERRORS = {404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 
 
@@ -50,7 +52,7 @@ def session_open(request: HttpRequest, payload: SessionIn):
 
 
 @router.get("", response=list[SessionOut])
-@paginate(LimitOffsetPagination)
+@paginate(BoundedLimitOffsetPagination)
 def session_list(request: HttpRequest):
     return selectors.session_list(workspace=request.workspace)
 
@@ -86,7 +88,7 @@ def turn_create(request: HttpRequest, session_id: str, payload: TurnIn):
 
 
 @router.get("/{session_id}/turns", response={200: list[TurnOut], 404: ErrorOut})
-@paginate(LimitOffsetPagination)
+@paginate(BoundedLimitOffsetPagination)
 def turn_list(request: HttpRequest, session_id: str):
     session = selectors.session_get(workspace=request.workspace, session_id=session_id)
     return selectors.turn_list(session=session)
@@ -148,8 +150,8 @@ def transcript(request: HttpRequest, session_id: str):
 
 
 class AfterQuery(Schema):
-    after: int = 0
-    limit: int = 200
+    after: int = cursor_field()
+    limit: int = page_limit_field()
 
 
 @router.get("/{session_id}/events", response={200: EventPageOut, **ERRORS})
@@ -167,7 +169,12 @@ def session_usage(request: HttpRequest, session_id: str):
 
 
 @router.post("/{session_id}/attachments", response={201: AttachmentOut, **ERRORS})
-def attachment_upload(request: HttpRequest, session_id: str, file: File[UploadedFile], filename: Form[str] = ""):
+def attachment_upload(
+    request: HttpRequest,
+    session_id: str,
+    file: File[UploadedFile],
+    filename: str = Form("", max_length=MAX_FILENAME, description="Overrides the uploaded file's name."),
+):
     session = selectors.session_get(workspace=request.workspace, session_id=session_id)
     stored = services.attachment_put(
         session=session, content=file.read(), content_type=file.content_type or "", filename=filename or file.name or ""

@@ -7,18 +7,20 @@ from ninja import Field, Schema
 
 
 class ModelSpecIn(Schema):
-    provider: str = Field(..., min_length=1, examples=["scripted"])
-    model: str = Field(..., min_length=1, examples=["scripted-1"])
+    provider: str = Field(..., min_length=1, max_length=40, examples=["scripted"])
+    model: str = Field(..., min_length=1, max_length=200, examples=["scripted-1"])
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
 class SessionIn(Schema):
-    id: str | None = Field(None, description="Client-supplied id (idempotent open); generated when absent.")
+    id: str | None = Field(
+        None, max_length=64, description="Client-supplied id (idempotent open); generated when absent."
+    )
     model: ModelSpecIn | None = None
     system_prompt: str = ""
     prompt_layers: list[str] = Field(default_factory=list)
     mode: Literal["standard"] = "standard"
-    parent_id: str | None = None
+    parent_id: str | None = Field(None, max_length=64)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -104,7 +106,7 @@ class InputOut(Schema):
 class CommandIn(Schema):
     kind: Literal["refresh_tool_catalog", "reset_session"]
     source_key: str = Field(..., min_length=1, max_length=150)
-    reason: str = ""
+    reason: str = Field("", max_length=500)
 
 
 class CommandOut(Schema):

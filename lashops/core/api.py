@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from django.db import transaction
 from django.http import HttpRequest
-from ninja import Query, Router, Schema, Status
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja import Path, Query, Router, Schema, Status
+from ninja.pagination import paginate
 
 from lashops.core import selectors, services
 from lashops.core.errors import NotFound
 from lashops.core.events import publish
 from lashops.core.models import ApiKey
+from lashops.core.pagination import BoundedLimitOffsetPagination
 from lashops.core.schemas import (
     ApiKeyCreatedOut,
     ApiKeyIn,
@@ -18,7 +19,10 @@ from lashops.core.schemas import (
     ErrorOut,
     EventPageOut,
     WorkspaceOut,
+    cursor_field,
+    page_limit_field,
 )
+from lashops.core.validation import BIGINT_MAX
 
 router = Router(tags=["platform"])
 
@@ -29,7 +33,7 @@ def workspace_detail(request: HttpRequest):
 
 
 @router.get("/keys", response=list[ApiKeyOut])
-@paginate(LimitOffsetPagination)
+@paginate(BoundedLimitOffsetPagination)
 def api_key_list(request: HttpRequest):
     return selectors.api_key_list(workspace=request.workspace)
 
@@ -56,12 +60,12 @@ def api_key_create(request: HttpRequest, payload: ApiKeyIn):
 
 
 @router.get("/keys/{key_id}", response={200: ApiKeyOut, 404: ErrorOut})
-def api_key_detail(request: HttpRequest, key_id: int):
+def api_key_detail(request: HttpRequest, key_id: int = Path(..., ge=1, le=BIGINT_MAX)):
     return _key_or_404(request, key_id)
 
 
 @router.delete("/keys/{key_id}", response={200: ApiKeyOut, 404: ErrorOut})
-def api_key_revoke(request: HttpRequest, key_id: int):
+def api_key_revoke(request: HttpRequest, key_id: int = Path(..., ge=1, le=BIGINT_MAX)):
     api_key = _key_or_404(request, key_id)
     with transaction.atomic():
         services.api_key_revoke(api_key=api_key)
@@ -75,8 +79,8 @@ def api_key_revoke(request: HttpRequest, key_id: int):
 
 
 class EventsQuery(Schema):
-    after: int = 0
-    limit: int = 200
+    after: int = cursor_field()
+    limit: int = page_limit_field()
 
 
 @router.get("/events", response={200: EventPageOut, 422: ErrorOut})

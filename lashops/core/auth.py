@@ -14,6 +14,7 @@ from ninja.security import APIKeyHeader, SessionAuth
 
 from lashops.core.models import ApiKey, Workspace
 from lashops.core.services import api_key_authenticate
+from lashops.core.validation import text_problem
 
 WORKSPACE_HEADER = "X-LashOps-Workspace"
 
@@ -22,7 +23,7 @@ def bearer_token(authorization: str | None) -> str | None:
     if not authorization:
         return None
     scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if scheme.lower() != "bearer" or not token.strip() or text_problem(token):
         return None
     return token.strip()
 
@@ -32,6 +33,8 @@ def workspace_for_user(user: Any, requested: str | None) -> Workspace | None:
     if user is None or not user.is_authenticated or not user.is_active:
         return None
     candidates = Workspace.objects.all() if user.is_superuser else user.lashops_workspaces.all()
+    if requested and text_problem(requested):
+        return None
     if requested:
         return candidates.filter(slug=requested).first()
     first_two = list(candidates[:2])
@@ -57,7 +60,18 @@ class ApiKeyAuth(APIKeyHeader):
 
 
 class WorkspaceSessionAuth(SessionAuth):
-    """A logged-in Django session (with CSRF on unsafe methods), acting in one workspace."""
+    """A logged-in Django session (with CSRF on unsafe methods), acting in one workspace.
+
+    CSRF is checked only for a request that carries a logged-in session: a request without any
+    credentials is answered 401 ``unauthorized`` on every method (ninja would check CSRF first and
+    answer an anonymous POST 403 ``csrf_failed``), while a logged-in browser that forgot its CSRF
+    token still gets 403 ``csrf_failed``."""
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return None
+        return super()._get_key(request)
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         user = super().authenticate(request, key)

@@ -1,5 +1,6 @@
 """Keep everything under /api/ in the one JSON error model, whatever Django would have
-rendered: oversized bodies (413), unknown paths (404), wrong methods (405) and crashes (500)."""
+rendered: oversized bodies (413), unknown paths (404), wrong methods (405) and crashes (500);
+and refuse path parameters that cannot be stored (422) before a view looks them up."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 log = logging.getLogger(__name__)
+from lashops.core.validation import text_problem
+
 
 _DEFAULT_MESSAGES = {
     400: ("bad_request", "The request could not be understood."),
@@ -54,6 +57,20 @@ class ApiErrorMiddleware:
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+    def process_view(
+        self, request: HttpRequest, view_func: Callable, view_args: tuple, view_kwargs: dict
+    ) -> HttpResponse | None:
+        if not request.path.startswith("/api/"):
+            return None
+        details = [
+            {"path": f"path.{name}", "message": problem, "type": "string_unstorable"}
+            for name, value in view_kwargs.items()
+            if isinstance(value, str) and (problem := text_problem(value))
+        ]
+        if details:
+            return error_response(422, "validation_error", "The request is not valid; see details.", details)
+        return None
+
         if not request.path.startswith("/api/"):
             return None
         if database_unreachable(exception):

@@ -67,3 +67,14 @@ class HealthOut(Schema):
     runner: HealthComponent
     workers: HealthComponent | None = None
     versions: dict[str, str]
+
+
+# Bounds shared by every cursor and page size the API reads (documented in OpenAPI through them).
+def cursor_field(default: int = 0, description: str = "Return what comes after this cursor.") -> Any:
+    from lashops.core.validation import BIGINT_MAX
+
+    return Field(default, ge=0, le=BIGINT_MAX, description=description)
+
+
+def page_limit_field(default: int = 200, maximum: int = 1000) -> Any:
+    return Field(default, ge=1, le=maximum, description=f"At most this many items (1 to {maximum}).")
