@@ -10,9 +10,9 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-log = logging.getLogger(__name__)
 from lashops.core.validation import text_problem
 
+log = logging.getLogger(__name__)
 
 _DEFAULT_MESSAGES = {
     400: ("bad_request", "The request could not be understood."),
@@ -56,7 +56,6 @@ class ApiErrorMiddleware:
             return replaced
         return response
 
-    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
     def process_view(
         self, request: HttpRequest, view_func: Callable, view_args: tuple, view_kwargs: dict
     ) -> HttpResponse | None:
@@ -71,6 +70,7 @@ class ApiErrorMiddleware:
             return error_response(422, "validation_error", "The request is not valid; see details.", details)
         return None
 
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not request.path.startswith("/api/"):
             return None
         if database_unreachable(exception):
