@@ -11,8 +11,12 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from lashops.core import access_log  # noqa: E402
 from lashops.core.consumers import LoopBindingMiddleware, WorkspaceAuthMiddleware  # noqa: E402
 from lashops.routing import websocket_urlpatterns  # noqa: E402
+
+# uvicorn writes request lines (query strings included) to its logs: no ?token=/?ticket= value.
+access_log.install()
 
 application = LoopBindingMiddleware(
     ProtocolTypeRouter(

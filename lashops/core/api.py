@@ -7,7 +7,7 @@ from django.http import HttpRequest
 from ninja import Path, Query, Router, Schema, Status
 from ninja.pagination import paginate
 
-from lashops.core import selectors, services
+from lashops.core import schemas, selectors, services
 from lashops.core.errors import NotFound
 from lashops.core.events import publish
 from lashops.core.models import ApiKey
@@ -117,3 +117,23 @@ def worker_list(request: HttpRequest):
     stale one the leases of this workspace it still holds (``at_risk``) until they expire and the
     sweeper reclaims the work. Workers are shared by every workspace; their work is not."""
     return selectors.worker_report(workspace=request.workspace)
+
+
+@router.post("/ws-tickets", response={201: schemas.WsTicketOut, 401: ErrorOut})
+def ws_ticket_create(request: HttpRequest):
+    """A short-lived, single-use ticket for one WebSocket handshake: open any ``/ws/`` path with
+    ``?ticket=<ticket>`` before it expires. For browsers and clients that cannot set headers, so
+    that no API key travels in a URL (URLs end up in access logs). Bound to this workspace and to
+    the key or user that asked; a second use, an expired ticket or a revoked key is refused."""
+    api_key = getattr(request, "api_key", None)
+    user = request.user if api_key is None and request.user.is_authenticated else None
+    issued = services.ws_ticket_issue(workspace=request.workspace, api_key=api_key, user=user)
+    return Status(
+        201,
+        {
+            "ticket": issued.plaintext,
+            "expires_at": issued.ticket.expires_at,
+            "expires_in": issued.expires_in,
+            "workspace": request.workspace.slug,
+        },
+    )

@@ -11,7 +11,15 @@ Protocol (server -> client, JSON):
 * ``{"type": "stream.gap", ... "reason": "slow_consumer", "dropped"}`` when the socket fell more
   than ``LASHOPS_WS_SEND_QUEUE`` messages behind: same recovery;
 * ``{"type": "stream.error", "data": {"code", "message"}}`` then close (4400) for a bad cursor.
-Unauthenticated sockets are refused at the handshake.
+Authentication, at the handshake: ``Authorization: Bearer <key>``; the key in
+``Sec-WebSocket-Protocol`` (offer ``lashops.bearer, <key>``: the server answers
+``lashops.bearer``, never the key); ``?ticket=`` from ``POST /api/ws-tickets`` (single use,
+short-lived; or offer ``lashops.ticket, <ticket>``); a logged-in session (``?workspace=`` to
+pick one); ``?token=<key>`` still works, for compatibility, and the access log redacts it
+(``lashops.core.access_log``). A socket whose credentials are missing or refused never opens:
+servers that offer the ASGI denial response (uvicorn) answer HTTP 401 with
+``{"error": {"code", "message"}}`` (``unauthorized``, ``invalid_key``, ``ticket_used``,
+``ticket_expired``, ...); others (daphne) answer 403.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -28,10 +37,11 @@ from django.conf import settings
 
 from lashops.core import backpressure, fanout, live
 from lashops.core.auth import bearer_token, workspace_for_user
+from lashops.core.errors import TicketRefused
 from lashops.core.events import envelope
 from lashops.core.models import Workspace
 from lashops.core.selectors import events_after, latest_committed_cursor, stream_bounds
-from lashops.core.services import api_key_authenticate
+from lashops.core.services import api_key_authenticate, ws_ticket_redeem
 
 LIVE_DEDUPE_WINDOW = 10_000  # live cursors remembered per socket to drop duplicates
 
@@ -52,28 +62,103 @@ def query_params(scope: dict) -> dict[str, str]:
     return {key: values[-1] for key, values in raw.items()}
 
 
+BEARER_SUBPROTOCOL = "lashops.bearer"
+TICKET_SUBPROTOCOL = "lashops.ticket"
+DENIAL_EXTENSION = "websocket.http.response"
+UNAUTHORIZED = (
+    "unauthorized",
+    "Authenticate with 'Authorization: Bearer <api key>', the Sec-WebSocket-Protocol pair "
+    "'lashops.bearer, <api key>', '?ticket=' from POST /api/ws-tickets, or a logged-in session "
+    "('?workspace=<slug>' when you belong to several workspaces).",
+)
+
+
+@dataclass(frozen=True)
+class SocketAuth:
+    """Who opens a socket: its workspace, or why it is refused; and the subprotocol to accept
+    with when the credential came in ``Sec-WebSocket-Protocol``."""
+
+    workspace: Workspace | None
+    refusal: tuple[str, str] | None = None
+    subprotocol: str | None = None
+
+
+def _offered_credential(scope: dict) -> tuple[str, str] | None:
+    """``(marker, value)`` from ``Sec-WebSocket-Protocol: lashops.bearer, <key>`` (or
+    ``lashops.ticket, <ticket>``)."""
+    offered = [str(p) for p in scope.get("subprotocols") or ()]
+    for marker in (BEARER_SUBPROTOCOL, TICKET_SUBPROTOCOL):
+        if marker in offered:
+            at = offered.index(marker)
+            return marker, offered[at + 1] if at + 1 < len(offered) else ""
+    return None
+
+
 @database_sync_to_async
-def _resolve_workspace(scope: dict) -> Workspace | None:
+def _resolve_workspace(scope: dict) -> SocketAuth:
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
     params = query_params(scope)
-    token = bearer_token(headers.get("authorization")) or params.get("token")
-    if token:
-        api_key = api_key_authenticate(plaintext=token)
-        return api_key.workspace if api_key else None
-    return workspace_for_user(scope.get("user"), params.get("workspace"))
+    offered = _offered_credential(scope)
+    marker, value = offered if offered else (None, "")
+    key = bearer_token(headers.get("authorization")) or (value if marker == BEARER_SUBPROTOCOL else "")
+    ticket = "" if key else (value if marker == TICKET_SUBPROTOCOL else params.get("ticket", ""))
+    key = key or ("" if ticket else params.get("token", ""))
+    if offered and not value:
+        return SocketAuth(None, ("unauthorized", f"'{marker}' must be followed by the credential"), marker)
+    if ticket:
+        try:
+            return SocketAuth(ws_ticket_redeem(plaintext=ticket).workspace, subprotocol=marker)
+        except TicketRefused as exc:
+            return SocketAuth(None, (exc.code, exc.message), marker)
+    if key:
+        api_key = api_key_authenticate(plaintext=key)
+        if api_key is None:
+            return SocketAuth(None, ("invalid_key", "The API key is unknown or revoked."), marker)
+        return SocketAuth(api_key.workspace, subprotocol=marker)
+    workspace = workspace_for_user(scope.get("user"), params.get("workspace"))
+    return SocketAuth(workspace, None if workspace else UNAUTHORIZED)
 
 
 class WorkspaceAuthMiddleware:
-    """Puts ``scope["workspace"]`` from ``Authorization: Bearer``, ``?token=`` (for clients that
-    cannot set headers) or the logged-in session user (``?workspace=`` to pick one)."""
+    """Puts ``scope["workspace"]`` from the socket's credential (see the module docstring).
+    A refused socket never reaches a consumer where the server can answer the handshake with
+    an HTTP response (401 and the reason as JSON); elsewhere the consumer refuses it (403)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
         scope = dict(scope)
-        scope["workspace"] = await _resolve_workspace(scope)
+        auth = await _resolve_workspace(scope)
+        scope["workspace"] = auth.workspace
+        if auth.workspace is None and DENIAL_EXTENSION in (scope.get("extensions") or {}):
+            await _deny(receive, send, *(auth.refusal or UNAUTHORIZED))
+            return None
+        if auth.subprotocol:
+            send = _accepting_with(send, auth.subprotocol)
         return await self.app(scope, receive, send)
+
+
+async def _deny(receive: Any, send: Any, code: str, message: str) -> None:
+    """Answer the handshake with ``401 {"error": {"code", "message", "details"}}``."""
+    while (await receive())["type"] != "websocket.connect":
+        pass
+    body = json.dumps({"error": {"code": code, "message": message, "details": None}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+def _accepting_with(send: Any, subprotocol: str) -> Any:
+    """A ``send`` that accepts the socket with ``subprotocol``: a client that offered one must
+    get one back (browsers drop the socket otherwise), and never the credential itself."""
+
+    async def wrapped(message: dict) -> None:
+        if message.get("type") == "websocket.accept" and not message.get("subprotocol"):
+            message = {**message, "subprotocol": subprotocol}
+        await send(message)
+
+    return wrapped
 
 
 class ReplayingConsumer(AsyncJsonWebsocketConsumer):

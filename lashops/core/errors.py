@@ -49,3 +49,10 @@ class LeaseLost(Conflict):
     """A write was attempted under a fencing token that is no longer current."""
 
     code = "lease_lost"
+
+
+class TicketRefused(LashOpsError):
+    """A WebSocket ticket that cannot open a socket (unknown, used, expired, or its key revoked)."""
+
+    status = 401
+    code = "ticket_invalid"

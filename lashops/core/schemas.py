@@ -78,3 +78,10 @@ def cursor_field(default: int = 0, description: str = "Return what comes after t
 
 def page_limit_field(default: int = 200, maximum: int = 1000) -> Any:
     return Field(default, ge=1, le=maximum, description=f"At most this many items (1 to {maximum}).")
+
+
+class WsTicketOut(Schema):
+    ticket: str = Field(description="Open one /ws/ path with ?ticket=<ticket>; it is spent by that handshake.")
+    expires_at: datetime
+    expires_in: float = Field(description="Seconds left to use it.")
+    workspace: str

@@ -471,3 +471,64 @@ def _worker_publish(
     for workspace in Workspace.objects.order_by("pk"):  # pk order: stream heads locked in one order
         own = scoped(workspace.pk) if scoped is not None else {}
         publish(workspace=workspace, type=type, subject={"worker": row.worker_id}, data=payload | own)
+
+
+# --- WebSocket tickets ------------------------------------------------------------------
+
+TICKET_PREFIX = "wst"
+
+
+@dataclass(frozen=True)
+class IssuedTicket:
+    ticket: Any  # WsTicket
+    plaintext: str  # shown once, never stored
+    expires_in: float  # seconds
+
+
+def ws_ticket_issue(*, workspace: Workspace, api_key: ApiKey | None = None, user: Any = None) -> IssuedTicket:
+    """Issue a single-use ticket for one WebSocket handshake (``?ticket=`` on any ``/ws/``
+    path), valid ``LASHOPS_WS_TICKET_SECONDS``, bound to ``workspace`` and to the key or user
+    that asked. Only its hash is stored. Tickets expired for a while are removed here."""
+    from lashops.core.models import WsTicket
+
+    now = timezone.now()
+    ttl = timedelta(seconds=settings.LASHOPS_WS_TICKET_SECONDS)
+    secret = secrets.token_urlsafe(24)
+    with transaction.atomic():
+        WsTicket.objects.filter(expires_at__lt=now - ttl).delete()
+        ticket = WsTicket.objects.create(
+            digest=_hash_secret(secret), workspace=workspace, api_key=api_key, user=user, expires_at=now + ttl
+        )
+    return IssuedTicket(ticket=ticket, plaintext=f"{TICKET_PREFIX}_{secret}", expires_in=ttl.total_seconds())
+
+
+def ws_ticket_redeem(*, plaintext: str) -> Any:
+    """Spend a ticket and return it (with its workspace). One conditional UPDATE (unused and
+    unexpired -> used), so of two handshakes racing with one ticket, in any processes, exactly
+    one wins. Raises ``TicketRefused`` (``ticket_invalid``, ``ticket_used``, ``ticket_expired``,
+    ``ticket_revoked``) with a message a client can show."""
+    from lashops.core.errors import TicketRefused
+    from lashops.core.models import WsTicket
+
+    prefix, _, secret = plaintext.strip().partition("_")
+    if prefix != TICKET_PREFIX or not secret:
+        raise TicketRefused("not a LashOps WebSocket ticket (wst_...): ask POST /api/ws-tickets for one")
+    digest = _hash_secret(secret)
+    now = timezone.now()
+    spent = WsTicket.objects.filter(digest=digest, used_at__isnull=True, expires_at__gt=now).update(used_at=now)
+    ticket = WsTicket.objects.select_related("workspace", "api_key", "user").filter(digest=digest).first()
+    if ticket is None:
+        raise TicketRefused("unknown ticket: ask POST /api/ws-tickets for a new one")
+    if not spent:
+        if ticket.used_at is not None:
+            raise TicketRefused("this ticket was already used: a ticket opens one socket", code="ticket_used")
+        raise TicketRefused("this ticket has expired: ask POST /api/ws-tickets for a new one", code="ticket_expired")
+    if ticket.api_key is not None and ticket.api_key.revoked_at is not None:
+        raise TicketRefused("the API key that asked for this ticket has been revoked", code="ticket_revoked")
+    user = ticket.user
+    if user is not None and not (
+        user.is_active and (user.is_superuser or user.lashops_workspaces.filter(pk=ticket.workspace_id).exists())
+    ):
+        message = "the user who asked for this ticket no longer belongs to its workspace"
+        raise TicketRefused(message, code="ticket_revoked")
+    return ticket

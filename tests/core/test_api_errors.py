@@ -113,9 +113,9 @@ def test_nul_deep_in_metadata_or_in_a_key_is_422(api):
 
 
 def test_a_lone_surrogate_is_422(api):
-    response = _post_json(api, "/api/sessions", '{"id": "s\\ud800"}')
+    response = _post_json(api, "/api/sessions", '{"system_prompt": "s\\ud800"}')
     assert response.status_code == 422
-    assert "body.id" in _detail_paths(response)
+    assert "body.system_prompt" in _detail_paths(response)
 
 
 def test_an_overflowing_or_non_finite_number_is_422(api):
@@ -245,7 +245,10 @@ def test_a_loose_topology_mode_is_refused(api):
 # --- 401 before CSRF ------------------------------------------------------------------------------
 
 
-def test_unsafe_methods_without_credentials_get_401(client, workspace):
+def test_unsafe_methods_without_credentials_get_401(workspace):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)  # as a real caller: the test client skips CSRF by default
     for method, path in (("post", "/api/sessions"), ("delete", "/api/sessions/x"), ("patch", "/api/sessions/x")):
         response = getattr(client, method)(path, data="{}", content_type="application/json")
         assert response.status_code == 401, (method, path)
