@@ -10,7 +10,6 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.utils import timezone
 
 from lashops.core.admin_tools import ReadOnlyInline, WorkspaceScopedAdmin, register_lease_keys
 from lashops.core.errors import LashOpsError
@@ -288,23 +287,24 @@ class ProcessAdmin(WorkspaceScopedAdmin):
         )
 
 
-@admin.register(TriggerEvent)
-class TriggerEventAdmin(WorkspaceScopedAdmin):
-    workspace_path = "workspace"
-    deletion = "plain"
-    editable_fields = ("description",)
-    list_display = ("name", "workspace", "description", "created_at")
-    list_filter = ("workspace",)
-    list_select_related = ("workspace",)
-    search_fields = ("name", "description")
-    readonly_fields = ("created_at",)
+def _check_schema(schema: Any) -> None:
+    import jsonschema
+
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema or {})
+    except jsonschema.SchemaError as exc:
+        raise LashOpsError(f"invalid payload schema: {exc.message}") from None
 
 
-class SubscriptionForm(forms.ModelForm):
-    """The event (and the session to wake) must belong to the row's workspace."""
+class ServiceValidatedForm(forms.ModelForm):
+    """Checks what the trigger services check, so that their refusals are form errors: the event
+    (and the session to wake) belong to the row's workspace, the definition exists, the payload
+    schema and the cron expression are valid."""
 
     def clean(self) -> dict[str, Any]:
         from django.apps import apps
+
+        from processes_app.definitions import require_definition
 
         data = super().clean()
         workspace = data.get("workspace") or (self.instance.workspace if self.instance.workspace_id else None)
@@ -316,21 +316,80 @@ class SubscriptionForm(forms.ModelForm):
             sessions = apps.get_model("sessions_app", "Session")._default_manager
             if not sessions.filter(pk=wake, workspace=workspace).exists():
                 self.add_error("wake_session_id", "no such session in this workspace")
+        checks = {
+            "definition_name": require_definition,
+            "cron": triggers.parse_cron,
+            "payload_schema": _check_schema,
+        }
+        for name, check in checks.items():
+            if name in self.fields and data.get(name) not in (None, ""):
+                try:
+                    check(data[name])
+                except LashOpsError as exc:
+                    self.add_error(name, exc.message)
         return data
+
+
+@admin.register(TriggerEvent)
+class TriggerEventAdmin(WorkspaceScopedAdmin):
+    """Declared and updated through trigger_event_declare (which checks the payload schema)."""
+
+    workspace_path = "workspace"
+    deletion = "plain"
+    editable_fields = ("description", "payload_schema")
+    form = ServiceValidatedForm
+    list_display = ("name", "workspace", "description", "created_at")
+    list_filter = ("workspace",)
+    list_select_related = ("workspace",)
+    search_fields = ("name", "description")
+    readonly_fields = ("created_at",)
+
+    def save_model(self, request: HttpRequest, obj: TriggerEvent, form: Any, change: bool) -> None:
+        event = triggers.trigger_event_declare(
+            workspace=obj.workspace, name=obj.name, payload_schema=obj.payload_schema, description=obj.description
+        )
+        obj.pk, obj.created_at = event.pk, event.created_at
+        obj._state.adding = False
 
 
 @admin.register(TriggerSubscription)
 class TriggerSubscriptionAdmin(WorkspaceScopedAdmin):
+    """Created through trigger_subscribe; afterwards only its name and whether it is enabled
+    (trigger_subscription_set_enabled) change."""
+
     workspace_path = "workspace"
     deletion = "plain"
-    editable_fields = ("name", "definition_name", "disposition", "input_template", "enabled")
-    form = SubscriptionForm
+    editable_fields = ("name", "enabled")
+    form = ServiceValidatedForm
     list_display = ("__str__", "event", "definition_name", "disposition", "wake_session_id", "enabled", "workspace")
     list_filter = ("enabled", "disposition", "workspace")
     list_select_related = ("event", "workspace")
     search_fields = ("name", "definition_name", "event__name", "wake_session_id")
     readonly_fields = ("created_at",)
     raw_id_fields = ("event",)
+
+    def save_model(self, request: HttpRequest, obj: TriggerSubscription, form: Any, change: bool) -> None:
+        if change:
+            obj.save(update_fields=["name"])
+            triggers.trigger_subscription_set_enabled(
+                workspace=obj.workspace, subscription_id=obj.pk, enabled=obj.enabled
+            )
+            return
+        created = triggers.trigger_subscribe(
+            workspace=obj.workspace,
+            event_name=obj.event.name,
+            definition=obj.definition_name,
+            input_template=obj.input_template or None,
+            wake_session_id=obj.wake_session_id,
+            disposition=obj.disposition,
+            name=obj.name,
+        )
+        if not obj.enabled:
+            triggers.trigger_subscription_set_enabled(
+                workspace=obj.workspace, subscription_id=created.pk, enabled=False
+            )
+        obj.pk, obj.created_at = created.pk, created.created_at
+        obj._state.adding = False
 
 
 class TriggerDeliveryInline(ReadOnlyInline):
@@ -354,16 +413,14 @@ class TriggerOccurrenceAdmin(WorkspaceScopedAdmin):
     inlines = [TriggerDeliveryInline]  # occurrences are emitted through the API or by schedules
 
 
-class CronScheduleForm(SubscriptionForm):
-    pass
-
-
 @admin.register(CronSchedule)
 class CronScheduleAdmin(WorkspaceScopedAdmin):
+    """Saved through schedule_save (keyed by name; it computes the next tick)."""
+
     workspace_path = "workspace"
     deletion = "plain"
     editable_fields = ("cron", "payload", "enabled")
-    form = CronScheduleForm
+    form = ServiceValidatedForm
     list_display = ("name", "event", "cron", "enabled", "next_run_at", "last_run_at", "workspace")
     list_filter = ("enabled", "workspace")
     list_select_related = ("event", "workspace")
@@ -371,22 +428,13 @@ class CronScheduleAdmin(WorkspaceScopedAdmin):
     readonly_fields = ("next_run_at", "last_run_at")
 
     def save_model(self, request: HttpRequest, obj: CronSchedule, form: Any, change: bool) -> None:
-        obj.next_run_at = triggers.cron_next(obj.cron, timezone.now())  # the form already validated it
-        super().save_model(request, obj, form, change)
-
-    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
-        form = super().get_form(request, obj, **kwargs)
-        original = form.clean
-
-        def clean(this: Any) -> Any:
-            data = original(this)
-            cron = data.get("cron")
-            if cron:
-                try:
-                    triggers.parse_cron(cron)
-                except LashOpsError as exc:
-                    this.add_error("cron", exc.message)
-            return data
-
-        form.clean = clean
-        return form
+        saved = triggers.schedule_save(
+            workspace=obj.workspace,
+            name=obj.name,
+            event_name=obj.event.name,
+            cron=obj.cron,
+            payload=obj.payload,
+            enabled=obj.enabled,
+        )
+        obj.pk, obj.next_run_at = saved.pk, saved.next_run_at
+        obj._state.adding = False
