@@ -141,8 +141,8 @@ class WorkspaceAuthMiddleware:
 
 async def _deny(receive: Any, send: Any, code: str, message: str) -> None:
     """Answer the handshake with ``401 {"error": {"code", "message", "details"}}``."""
-    while (await receive())["type"] != "websocket.connect":
-        pass
+    if (await receive())["type"] != "websocket.connect":
+        return  # the client went away before its handshake reached us
     body = json.dumps({"error": {"code": code, "message": message, "details": None}}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
