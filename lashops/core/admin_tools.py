@@ -339,6 +339,11 @@ def unscoped_admins(site: admin.AdminSite) -> list[str]:
             problems.append(f"{label}: deletion='service' without delete_object")
         if not model_admin.read_only and model_admin.editable_fields is _UNSET:
             problems.append(f"{label}: neither read_only nor an editable_fields allowlist")
+        for entry in model_admin.list_filter:
+            path = entry if isinstance(entry, str) else entry[0] if isinstance(entry, tuple) else None
+            if path and "__" in path and not get_fields_from_path(model, path)[-1].is_relation:
+                # Django lists such values from the related table, unscoped.
+                problems.append(f"{label}: list filter {path!r} reads another table's values unscoped")
         for inline in model_admin.inlines:
             if not issubclass(inline, WorkspaceScopedInline):
                 problems.append(f"{label}: inline {inline.__name__} is not a WorkspaceScopedInline")

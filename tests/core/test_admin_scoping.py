@@ -303,3 +303,20 @@ def test_an_unscoped_admin_is_reported_by_the_system_check():
     site = admin.AdminSite(name="probe")
     site.register(Session, admin.ModelAdmin)
     assert unscoped_admins(site) == ["sessions_app.Session (ModelAdmin): not a WorkspaceScopedAdmin"]
+
+
+def test_a_list_filter_that_reads_another_tables_values_is_reported():
+    from lashops.core.admin_tools import WorkspaceScopedAdmin, unscoped_admins
+    from processes_app.models import TriggerSubscription
+
+    class Probe(WorkspaceScopedAdmin):
+        workspace_path = "workspace"
+        read_only = True
+        deletion = "never"
+        list_filter = ("event__name", "event")
+
+    site = admin.AdminSite(name="probe-filters")
+    site.register(TriggerSubscription, Probe)
+    assert unscoped_admins(site) == [
+        "processes_app.TriggerSubscription (Probe): list filter 'event__name' reads another table's values unscoped"
+    ]
