@@ -111,12 +111,16 @@ def runner_probe(request: HttpRequest):
 
 
 @router.get("/workers", response=list[dict])
-def worker_list(request: HttpRequest):
-    """Every runner process (Celery pool process or in-process driver) with its last heartbeat,
-    health (``healthy``/``stale``/``stopped``), this workspace's work in flight on it, and for a
-    stale one the leases of this workspace it still holds (``at_risk``) until they expire and the
-    sweeper reclaims the work. Workers are shared by every workspace; their work is not."""
-    return selectors.worker_report(workspace=request.workspace)
+def worker_list(
+    request: HttpRequest, all: bool = Query(False, description="Also list stopped, dead and stale workers.")
+):
+    """Runner processes (Celery pool processes, in-process drivers) with their last heartbeat,
+    health (``healthy``/``stale``/``dead``/``stopped``), this workspace's work in flight on each,
+    and for a stale or dead one the leases of this workspace it still holds (``at_risk``) until
+    they expire and the sweeper reclaims the work. By default only healthy workers and those with
+    work at risk are listed; ``?all=1`` lists every known one. Workers are shared by every
+    workspace; their work is not."""
+    return selectors.worker_report(workspace=request.workspace, include_all=all)
 
 
 @router.post("/ws-tickets", response={201: schemas.WsTicketOut, 401: ErrorOut})

@@ -67,9 +67,9 @@ def check_runner() -> dict[str, Any]:
 def check_workers() -> dict[str, Any]:
     """Heartbeat counts by health; informational (a stale worker does not degrade health,
     the sweeper reclaims its work)."""
-    from lashops.core.selectors import worker_health, worker_list
+    from lashops.core.selectors import WORKER_HEALTH, worker_health, worker_list
 
-    counts = {"healthy": 0, "stale": 0, "stopped": 0}
+    counts = dict.fromkeys(WORKER_HEALTH, 0)
     try:
         for row in worker_list():
             counts[worker_health(row)] += 1

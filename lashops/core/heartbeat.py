@@ -5,10 +5,16 @@ ASGI server's in-process driver) writes a ``WorkerHeartbeat`` row every
 Work is tracked with ``track(...)`` around each task body (the in-process runner does it; Celery
 tasks are tracked by the ``task_prerun``/``task_postrun`` signals in ``worker_signals``). Each
 beat also goes out live to the ``core.workers`` group, which every fleet socket joins.
+
+A process that exits cleanly marks its row stopped (``stop``: at interpreter exit, and from
+Celery's shutdown signals), so short-lived processes that ran work (a management command, a
+server restart) do not linger as stale. One that died without a word is recognised on its own
+host at once: ``pid_gone`` (the sweep marks it dead; the reads show it dead before that).
 """
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import os
@@ -17,6 +23,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -28,12 +35,16 @@ from lashops.core import live
 log = logging.getLogger(__name__)
 
 WORKERS_GROUP = "core.workers"
+HOST = socket.gethostname()
+# A pid whose process started this long after the row's process began is a reuse of the pid.
+PID_REUSE_SLACK_SECONDS = 2.0
 
 _lock = threading.Lock()
 _in_flight: dict[int, dict[str, Any]] = {}
 _ids = itertools.count(1)
 _completed = 0
 _beater: Beater | None = None
+_atexit_registered = False
 
 
 @contextmanager
@@ -152,6 +163,8 @@ class Beater(threading.Thread):
         from lashops.core.services import worker_stop
 
         self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=5)  # a beat in progress would write the row back as running
         try:
             worker_stop(worker_id=self.worker_id)
         except Exception as exc:
@@ -159,8 +172,9 @@ class Beater(threading.Thread):
 
 
 def start(*, kind: str, worker_id: str | None = None, queues: list[str] | None = None) -> Beater | None:
-    """Start this process's heartbeat (once; idempotent). Off when ``LASHOPS_WORKER_HEARTBEAT`` is."""
-    global _beater
+    """Start this process's heartbeat (once; idempotent). Off when ``LASHOPS_WORKER_HEARTBEAT`` is.
+    The row is marked stopped when the interpreter exits cleanly."""
+    global _beater, _atexit_registered
     if not settings.LASHOPS_WORKER_HEARTBEAT:
         return None
     with _lock:
@@ -169,6 +183,11 @@ def start(*, kind: str, worker_id: str | None = None, queues: list[str] | None =
         wid = worker_id or f"{kind}:{socket.gethostname()}:{os.getpid()}"
         _beater = Beater(worker_id=wid, kind=kind, queues=queues or [])
         _beater.start()
+        if not _atexit_registered:
+            # Runs after the interpreter joined its non-daemon threads (the in-process runner's
+            # pool among them), so the work this process ran has finished or failed by then.
+            atexit.register(stop)
+            _atexit_registered = True
         return _beater
 
 
@@ -178,3 +197,65 @@ def stop() -> None:
         beater, _beater = _beater, None
     if beater is not None and beater.pid == os.getpid():
         beater.stop()
+
+
+def pid_gone(pid: int, *, started_before: datetime | None = None) -> bool:
+    """True when no live process ``pid`` runs on this host: none at all, a zombie (killed, not yet
+    reaped), or, given ``started_before`` (when the process we mean was already running), a later
+    process that reuses the pid. False when in doubt."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # it exists (another user's process)
+    except OSError:
+        return False
+    stat = _proc_stat(pid)
+    if stat is None:
+        return False
+    state, start_ticks = stat
+    if state == "Z":
+        return True
+    if started_before is not None and start_ticks is not None:
+        started = _boot_time() + start_ticks / os.sysconf("SC_CLK_TCK")
+        return started > started_before.timestamp() + PID_REUSE_SLACK_SECONDS
+    return False
+
+
+def worker_gone(*, host: str, pid: int, started_at: datetime | None = None) -> bool:
+    """A worker row whose process is provably gone: it ran on this host and ``pid_gone`` says so.
+    Rows of other hosts are never judged here (their pids mean nothing on this one)."""
+    return host == HOST and pid_gone(pid, started_before=started_at)
+
+
+def holder_gone(holder: str) -> bool:
+    """A lease holder id ``host:pid:...`` whose process is provably gone from this host. Holders
+    of other hosts, or ids of another shape (``LASHOPS_MOB_RUNTIME_ID``), are never judged gone:
+    their leases are left to expire."""
+    parts = holder.split(":")
+    if len(parts) < 3 or parts[0] != HOST or not parts[1].isdigit():
+        return False
+    return pid_gone(int(parts[1]))
+
+
+def _proc_stat(pid: int) -> tuple[str, int | None] | None:
+    """(state, start time in clock ticks since boot) from ``/proc`` (Linux); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    try:
+        return fields[0], int(fields[19])
+    except (IndexError, ValueError):
+        return (fields[0] if fields else "?"), None
+
+
+def _boot_time() -> float:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return 0.0

@@ -83,11 +83,19 @@ def latest_committed_cursor(*, workspace: Workspace) -> int:
     return pruned
 
 
+WORKER_HEALTH = ("healthy", "stale", "dead", "stopped")
+
+
 def worker_health(row: WorkerHeartbeat, *, now: datetime | None = None) -> str:
-    """``stopped`` (shut down cleanly), ``stale`` (missed beats) or ``healthy``."""
+    """``stopped`` (shut down cleanly), ``dead`` (its process is gone from its host: marked by the
+    sweep, or seen now on this host), ``stale`` (missed beats) or ``healthy``."""
+    from lashops.core.heartbeat import worker_gone
+
     now = now or timezone.now()
     if row.stopped_at is not None:
         return "stopped"
+    if row.died_at is not None or worker_gone(host=row.host, pid=row.pid, started_at=row.started_at):
+        return "dead"
     if now - row.last_beat_at > timedelta(seconds=settings.LASHOPS_WORKER_STALE_SECONDS):
         return "stale"
     return "healthy"
@@ -111,10 +119,18 @@ def workspace_leases_held(*, workspace: Workspace, now: datetime | None = None) 
 
 
 def worker_report(
-    *, workspace: Workspace | None, now: datetime | None = None, held: list[dict[str, Any]] | None = None
+    *,
+    workspace: Workspace | None,
+    now: datetime | None = None,
+    held: list[dict[str, Any]] | None = None,
+    include_all: bool = False,
 ) -> list[dict[str, Any]]:
-    """Every known worker with its health and, for a stale one, the leases it still holds:
+    """The workers with their health and, for a stale or dead one, the leases it still holds:
     that work is at risk until the lease expires and the sweeper reclaims it.
+
+    By default only what needs an operator's eye: healthy workers, and stale or dead ones that
+    still hold leases (work at risk). Stopped workers, and stale or dead ones with nothing at risk,
+    are listed with ``include_all`` (``?all=1``) only.
 
     Workers are shared by every workspace, so every workspace sees every worker row; with a
     ``workspace``, a worker's work in flight, its lease count and ``at_risk`` list only that
@@ -136,6 +152,9 @@ def worker_report(
     for row in rows:
         health = worker_health(row, now=now)
         mine = [lease for lease in held if lease["holder"].startswith(row.holder_prefix)]
+        at_risk = health in ("stale", "dead") and bool(mine)
+        if not include_all and health != "healthy" and not at_risk:
+            continue
         report.append(
             {
                 "worker_id": row.worker_id,
@@ -148,6 +167,8 @@ def worker_report(
                 "seconds_since_beat": round((now - row.last_beat_at).total_seconds(), 1),
                 "health": health,
                 "stale_reported_at": row.stale_reported_at.isoformat() if row.stale_reported_at else None,
+                "stopped_at": row.stopped_at.isoformat() if row.stopped_at else None,
+                "died_at": row.died_at.isoformat() if row.died_at else None,
                 "in_flight_count": row.in_flight_count if workspace is None else len(in_flight[row.pk]),
                 "in_flight": in_flight[row.pk],
                 "completed": row.completed,
@@ -156,7 +177,7 @@ def worker_report(
                     {"scope": lease["scope"], "key": lease["key"], "expires_at": lease["expires_at"].isoformat()}
                     for lease in mine
                 ]
-                if health == "stale"
+                if at_risk
                 else [],
             }
         )

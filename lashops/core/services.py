@@ -252,6 +252,17 @@ def lease_revoke(*, scope: str, key: str) -> None:
         raise NotFound(f"no {scope} lease for {key!r}")
 
 
+def lease_fence(*, scope: str, key: str, holder: str) -> bool:
+    """Fence ``holder`` out of a lease it still holds (its process is gone): the holder is dropped
+    and the token bumped, so the work can be taken over at once instead of after the TTL. A lease
+    that changed hands meanwhile is left alone. Returns whether it was fenced."""
+    return bool(
+        Lease.objects.filter(scope=scope, key=key, holder=holder).update(
+            holder="", token=F("token") + 1, expires_at=timezone.now()
+        )
+    )
+
+
 # --- effect journal ---------------------------------------------------------------------
 
 
@@ -353,6 +364,7 @@ def worker_beat(
                 "started_at": started_at,
                 "last_beat_at": now,
                 "stopped_at": None,
+                "died_at": None,
                 "in_flight_count": len(in_flight),
                 "in_flight": in_flight[:50],
                 "completed": completed,
@@ -385,16 +397,22 @@ def workers_prune(*, older_than_hours: float | None = None) -> int:
 
 
 def workers_sweep(*, now: Any = None) -> list[str]:
-    """Report workers that stopped beating: every row silent for ``LASHOPS_WORKER_STALE_SECONDS``,
-    not stopped and not yet reported gets ``stale_reported_at`` and one durable ``worker.stale``
-    event (worker, host, pid, last beat; and the work in flight and leases at risk of that workspace
-    only) on every workspace's fleet stream, in one transaction per worker. Two sweepers racing report each worker once: the mark is
-    a conditional UPDATE whose row count decides who publishes. Returns the worker ids reported."""
+    """Report workers that stopped beating. First the dead: every row of this host, not stopped and
+    not yet marked, whose process is gone (``heartbeat.worker_gone``) gets ``died_at`` and one
+    durable ``worker.dead`` event at once, without waiting for it to go stale. Then the stale:
+    every other row silent for ``LASHOPS_WORKER_STALE_SECONDS``, not stopped and not yet reported
+    gets ``stale_reported_at`` and one durable ``worker.stale`` event. Each event (worker, host,
+    pid, last beat; and the work in flight and leases at risk of that workspace only) goes on every
+    workspace's fleet stream, in one transaction per worker. Two sweepers racing report each worker
+    once: the mark is a conditional UPDATE whose row count decides who publishes. Returns the
+    worker ids reported."""
 
     now = now or timezone.now()
+    reported = _workers_mark_dead(now)
     cutoff = now - timedelta(seconds=settings.LASHOPS_WORKER_STALE_SECONDS)
-    unreported = Q(stopped_at__isnull=True, stale_reported_at__isnull=True, last_beat_at__lt=cutoff)
-    reported = []
+    unreported = Q(
+        stopped_at__isnull=True, died_at__isnull=True, stale_reported_at__isnull=True, last_beat_at__lt=cutoff
+    )
     for pk in WorkerHeartbeat.objects.filter(unreported).order_by("pk").values_list("pk", flat=True)[:500]:
         with transaction.atomic():
             # On PostgreSQL a row another sweeper is reporting is skipped instead of waited for;
@@ -411,6 +429,34 @@ def workers_sweep(*, now: Any = None) -> list[str]:
                     "stale_reported_at": now.isoformat(),
                     "seconds_since_beat": round((now - row.last_beat_at).total_seconds(), 1),
                     "stale_after_seconds": settings.LASHOPS_WORKER_STALE_SECONDS,
+                },
+                scoped=_stale_work(row, now=now),
+            )
+        reported.append(row.worker_id)
+    return reported
+
+
+def _workers_mark_dead(now: Any) -> list[str]:
+    from lashops.core.heartbeat import HOST, worker_gone
+
+    candidates = Q(host=HOST, stopped_at__isnull=True, died_at__isnull=True)
+    reported = []
+    for row in WorkerHeartbeat.objects.filter(candidates).order_by("pk")[:500]:
+        if not worker_gone(host=row.host, pid=row.pid, started_at=row.started_at):
+            continue
+        with transaction.atomic():
+            if not WorkerHeartbeat.objects.filter(candidates, pk=row.pk, last_beat_at=row.last_beat_at).update(
+                died_at=now
+            ):
+                continue  # another sweeper marked it, or it beat meanwhile (it is not gone)
+            row.died_at = now
+            _worker_publish(
+                type="worker.dead",
+                row=row,
+                data={
+                    "health": "dead",
+                    "died_at": now.isoformat(),
+                    "seconds_since_beat": round((now - row.last_beat_at).total_seconds(), 1),
                 },
                 scoped=_stale_work(row, now=now),
             )

@@ -25,6 +25,7 @@ from lashops.core.errors import InvalidInput
 from lashops.core.events import envelope
 from lashops.core.models import Event, Workspace
 from lashops.core.selectors import (
+    WORKER_HEALTH,
     latest_committed_cursor,
     worker_health,
     worker_list,
@@ -133,7 +134,7 @@ def fleet_counts(
     if Process is not None:
         rows = Process.objects.filter(workspace=workspace).values("status").annotate(n=Count("pk"))
         processes = {r["status"]: r["n"] for r in rows}
-    health: dict[str, int] = {"healthy": 0, "stale": 0, "stopped": 0}
+    health: dict[str, int] = dict.fromkeys(WORKER_HEALTH, 0)
     for row in worker_list():  # worker rows are shared; only their work is per workspace
         health[worker_health(row, now=now)] += 1
     return {
@@ -148,10 +149,11 @@ def fleet_counts(
     }
 
 
-def fleet_snapshot(*, workspace: Workspace, range_name: str | None = None) -> dict[str, Any]:
+def fleet_snapshot(*, workspace: Workspace, range_name: str | None = None, all_workers: bool = False) -> dict[str, Any]:
     """Everything the fleet page draws: counts, turns per minute, workers, and token and cost
     burn over ``range_name`` (``1h`` by the minute, ``24h`` by 15 minutes, ``7d`` by the hour).
-    Raises ``InvalidInput`` for any other range."""
+    Raises ``InvalidInput`` for any other range. The workers are those ``worker_report`` shows by
+    default (healthy, or with work at risk); ``all_workers`` adds the stopped, dead and stale."""
     from sessions_app.models import Turn
 
     window = burn_range(range_name)
@@ -180,7 +182,8 @@ def fleet_snapshot(*, workspace: Workspace, range_name: str | None = None) -> di
             "until": until.isoformat(),
             "choices": list(BURN_RANGES),
         },
-        "workers": worker_report(workspace=workspace, now=now, held=held),
+        "workers": worker_report(workspace=workspace, now=now, held=held, include_all=all_workers),
+        "all_workers": all_workers,
         "events": recent_events(workspace=workspace, limit=30),
     }
 

@@ -43,11 +43,18 @@ def _page(request: HttpRequest, template: str, snapshot: dict[str, Any] | None, 
     )
 
 
+def _all_workers(request: HttpRequest) -> bool:
+    """``?workers=all`` lists stopped, dead and stale workers too (hidden by default)."""
+    return request.GET.get("workers") == "all"
+
+
 @staff_member_required
 def fleet(request: HttpRequest) -> HttpResponse:
     workspace = current_workspace(request)
     try:
-        snapshot = selectors.fleet_snapshot(workspace=workspace, range_name=request.GET.get("range"))
+        snapshot = selectors.fleet_snapshot(
+            workspace=workspace, range_name=request.GET.get("range"), all_workers=_all_workers(request)
+        )
     except InvalidInput as exc:
         return error_response(exc.status, exc.code, exc.message, exc.details)
     return _page(request, "ops/fleet.html", snapshot)
@@ -57,7 +64,9 @@ def fleet(request: HttpRequest) -> HttpResponse:
 def fleet_json(request: HttpRequest) -> JsonResponse:
     """The fleet page's state; ``?range=1h|24h|7d`` picks the burn charts' window (422 otherwise)."""
     try:
-        snapshot = selectors.fleet_snapshot(workspace=current_workspace(request), range_name=request.GET.get("range"))
+        snapshot = selectors.fleet_snapshot(
+            workspace=current_workspace(request), range_name=request.GET.get("range"), all_workers=_all_workers(request)
+        )
     except InvalidInput as exc:
         return error_response(exc.status, exc.code, exc.message, exc.details)
     return JsonResponse(snapshot)

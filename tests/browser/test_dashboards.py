@@ -158,6 +158,10 @@ def test_a_worker_going_stale_and_recovering_updates_the_workers_table_live(page
     row = "[data-worker='celery:gone:4242']"
     feed_has = "(t) => document.querySelector('#events').textContent.includes(t)"
     page.wait_for_function(feed_has, arg="worker.stale  worker=celery:gone:4242", timeout=20_000)
+    # Stale with no work at risk: out of the default view, counted as hidden, listed on demand.
+    page.wait_for_selector(row, state="detached")
+    page.wait_for_function("() => document.querySelector('#workers-hidden').textContent.includes('hidden')")
+    page.check("#all-workers")
     page.wait_for_selector(f"{row}[data-health='stale'] td.health-stale")
     assert page.inner_text(f"{row} td:nth-child(7)") != ""  # when it was reported
     assert page.inner_text(f"{row} td:nth-child(11)") == ""  # no lease of its was held

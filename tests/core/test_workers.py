@@ -63,7 +63,8 @@ def test_a_clean_stop_is_not_stale(db, settings):
     beater = _beater(settings)
     beater.beat()
     beater.stop()
-    assert worker_report(workspace=None)[0]["health"] == "stopped"
+    assert worker_report(workspace=None) == []  # a stopped worker leaves the default view
+    assert worker_report(workspace=None, include_all=True)[0]["health"] == "stopped"
 
 
 def test_long_silent_workers_are_forgotten(db, settings):
@@ -80,12 +81,13 @@ def test_workers_endpoint_and_health_report_heartbeats(api, settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_killed_celery_worker_goes_stale_with_its_lease_at_risk(broker_url, settings, tmp_path):
-    """A real worker process beats; SIGKILL stops the beats, and the lease its pool process
-    holds is reported at risk (the sweeper reclaims it once it expires)."""
+def test_a_killed_celery_worker_is_dead_at_once_with_its_lease_at_risk(broker_url, settings, tmp_path):
+    """A real worker process beats; SIGKILL ends it, and on its host it is shown dead at once (not
+    stale after the stale delay), with the lease its pool process holds at risk (the sweeper
+    reclaims it once it expires), so it stays in the default view until then."""
     from tests.workers import WorkerProcess, celery_app_on
 
-    settings.LASHOPS_WORKER_STALE_SECONDS = 1.5
+    settings.LASHOPS_WORKER_STALE_SECONDS = 60
     worker = WorkerProcess(
         broker_url,
         concurrency=1,
@@ -102,10 +104,40 @@ def test_a_killed_celery_worker_goes_stale_with_its_lease_at_risk(broker_url, se
             expires_at=timezone.now() + timedelta(seconds=60),
         )  # fmt: skip
         worker.kill()
-        stale = wait_until(lambda: [w for w in worker_report(workspace=None) if w["health"] == "stale"], timeout=10)
-        assert stale[0]["worker_id"] == row.worker_id
-        assert stale[0]["at_risk"] == [
-            {"scope": "process", "key": "p1", "expires_at": stale[0]["at_risk"][0]["expires_at"]}
+        dead = wait_until(lambda: [w for w in worker_report(workspace=None) if w["health"] == "dead"], timeout=10)
+        assert dead[0]["worker_id"] == row.worker_id
+        assert dead[0]["at_risk"] == [
+            {"scope": "process", "key": "p1", "expires_at": dead[0]["at_risk"][0]["expires_at"]}
         ]
+    finally:
+        worker.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_celery_worker_shut_down_cleanly_is_stopped_not_stale(broker_url, settings, tmp_path):
+    """SIGTERM to a real worker (a warm shutdown): its pool process marks its row stopped on the
+    way out (``worker_process_shutdown``), so it is neither stale nor dead, and leaves the default view."""
+    import os
+    import signal
+
+    from tests.workers import WorkerProcess, celery_app_on
+
+    settings.LASHOPS_WORKER_STALE_SECONDS = 60
+    worker = WorkerProcess(
+        broker_url,
+        concurrency=1,
+        log_path=tmp_path / "worker.log",
+        extra_env={"LASHOPS_WORKER_HEARTBEAT": "1", "LASHOPS_WORKER_BEAT_SECONDS": "0.3"},
+    )
+    try:
+        with celery_app_on(broker_url) as app:
+            worker.wait_ready(app)
+        row = wait_until(lambda: WorkerHeartbeat.objects.filter(worker_id__startswith=worker.name).first())
+        os.kill(worker.pid, signal.SIGTERM)
+        worker.proc.wait(timeout=30)
+        row.refresh_from_db()
+        assert row.stopped_at is not None and row.died_at is None
+        assert worker_report(workspace=None) == []
+        assert [w["health"] for w in worker_report(workspace=None, include_all=True)] == ["stopped"]
     finally:
         worker.stop()
