@@ -219,6 +219,12 @@ CELERY_BEAT_SCHEDULE["lashops-mobs-console-deliveries-sweep"] = {
     "task": "mobs_app.console_deliveries_sweep",
     "schedule": LASHOPS_CONSOLE_SWEEP_SECONDS,
 }
+# Warms asked for by a bootstrap whose process ended first are finished by this sweep.
+LASHOPS_MOB_WARM_SWEEP_SECONDS = env_float("LASHOPS_MOB_WARM_SWEEP_SECONDS", 5.0, minimum=0.1)
+CELERY_BEAT_SCHEDULE["lashops-mobs-warming-sweep"] = {
+    "task": "mobs_app.warming_sweep",
+    "schedule": LASHOPS_MOB_WARM_SWEEP_SECONDS,
+}
 # "before_create=pkg.mod:fn,on_error=pkg.mod:fn2" (a hook may be named several times)
 LASHOPS_MOB_HOOKS: dict[str, list[str]] = {}
 for _item in env_list("LASHOPS_MOB_HOOKS", []):

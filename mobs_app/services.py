@@ -4,6 +4,7 @@ and topology. Messaging lives in ``mobs_app.messaging``; the timelines in ``mobs
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +15,13 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, F
+from django.utils import timezone
 
 from lashops.core.models import Workspace
 from lashops.core.runner import dispatch
+from lashops.core.services import lease_acquire as core_lease_acquire
+from lashops.core.services import lease_release as core_lease_release
+from lashops.core.services import lease_renew as core_lease_renew
 from mobs_app import hooks
 from mobs_app.continuity import continuity_bind
 from mobs_app.definition import identity_key_problem, max_sessions_of, parse_definition
@@ -25,11 +30,12 @@ from mobs_app.errors import (
     Conflict,
     InvalidInput,
     LeaseHeld,
+    LeaseLost,
     NotFound,
     UnknownIdentity,
 )
 from mobs_app.journal import ledger_append, ledger_append_many
-from mobs_app.leases import Acquired, identity_lease_acquire, lease_provider
+from mobs_app.leases import Acquired, identity_lease_acquire, lease_holder_id, lease_provider
 from mobs_app.members import MemberSpec, member_session_id, member_sessions
 from mobs_app.models import Continuity, Edge, Identity, Mob, MobDefinition, Profile
 from mobs_app.topology import canonical, wiring_edges
@@ -344,7 +350,9 @@ def identity_materialize(*, identity: Identity, retry_broken: bool = False) -> I
     this identity broken, with the reason, and raises ``identity_broken``."""
     claimable = [Identity.State.DORMANT] + ([Identity.State.BROKEN] if retry_broken else [])
     claimed = Identity.objects.filter(pk=identity.pk, state__in=claimable).update(
-        state=Identity.State.WARMING, broken_reason=""
+        state=Identity.State.WARMING,
+        broken_reason="",
+        updated_at=timezone.now(),  # the sweep's grace starts here
     )
     if not claimed:
         return _wait_settled(identity)
@@ -548,9 +556,14 @@ def mob_drain(*, mob: Mob, shutting_down: bool = True) -> Mob:
 # --- bootstrap and warming ------------------------------------------------------------------
 
 
+WARM_LEASE_SCOPE = "mob_warm"
+
+
 def mob_bootstrap(*, mob: Mob, mode: str, concurrency: int | None = None) -> dict[str, Any]:
     """Apply a bootstrap mode: ``eager`` materializes every dormant identity now, ``lazy`` only
-    registers (no session), ``lazy_background_warm`` warms on the runner with 1..16 at a time."""
+    registers (no session), ``lazy_background_warm`` warms on the runner with 1..16 at a time.
+    A warm (eager or background) is recorded (``warm_requested_at``) in the same transaction as
+    the mode, so it is finished by the warming sweep if the process that started it ends first."""
     if mode not in Mob.Bootstrap.values:
         raise InvalidInput(f"mode must be one of {', '.join(Mob.Bootstrap.values)}", code="invalid_bootstrap")
     warm = mode == Mob.Bootstrap.LAZY_BACKGROUND_WARM
@@ -561,7 +574,10 @@ def mob_bootstrap(*, mob: Mob, mode: str, concurrency: int | None = None) -> dic
         )
     with transaction.atomic():
         Mob.objects.filter(pk=mob.pk).update(
-            bootstrap_mode=mode, warm_concurrency=concurrency or mob.warm_concurrency, bootstrap_error=""
+            bootstrap_mode=mode,
+            warm_concurrency=concurrency or mob.warm_concurrency,
+            bootstrap_error="",
+            warm_requested_at=None if mode == Mob.Bootstrap.LAZY else timezone.now(),
         )
         ledger_append(mob=mob, kind="bootstrap", data={"mode": mode, "concurrency": concurrency})
         if mode == Mob.Bootstrap.LAZY_BACKGROUND_WARM:
@@ -575,39 +591,72 @@ def mob_bootstrap(*, mob: Mob, mode: str, concurrency: int | None = None) -> dic
 
 
 def mob_warm(*, mob: Mob, concurrency: int) -> dict[str, int]:
-    """Materialize every dormant identity with at most ``concurrency`` at once. One broken
-    identity does not stop the others. Returns counts of outcomes."""
+    """Materialize every dormant identity with at most ``concurrency`` at once, under the mob's
+    warm lease (one warmer per mob: another caller gets ``{"skipped": 1}`` at once; the lease is
+    renewed before each identity, and a warmer that lost it stops). One broken identity does not
+    stop the others; no identity is warmed twice (each is claimed dormant -> warming). The warm
+    request is cleared when nothing is left to warm, or when a pass made no progress (capacity,
+    contention: the identities stay dormant for on-demand materialization); until then the warming
+    sweep re-dispatches it whenever no live warmer holds the lease. Returns counts of outcomes."""
     concurrency = max(1, min(MAX_WARM_CONCURRENCY, concurrency))
-    pks = list(
-        Identity.objects.filter(mob=mob, state=Identity.State.DORMANT).order_by("pk").values_list("pk", flat=True)
-    )
-    outcome = {"materialized": 0, "failed": 0}
+    ttl = settings.LASHOPS_MOB_LEASE_TTL
+    key = str(mob.pk)
+    try:
+        grant = core_lease_acquire(scope=WARM_LEASE_SCOPE, key=key, holder=lease_holder_id(), ttl=ttl)
+    except LeaseHeld:
+        return {"materialized": 0, "failed": 0, "skipped": 1}
+    lost = threading.Event()
+    try:
+        requested = Mob.objects.filter(pk=mob.pk).values_list("warm_requested_at", flat=True).first()
+        pks = list(
+            Identity.objects.filter(mob=mob, state=Identity.State.DORMANT).order_by("pk").values_list("pk", flat=True)
+        )
 
-    def one(pk: int) -> bool:
-        try:
-            identity = Identity.objects.select_related("mob__workspace", "mob__active_revision").get(pk=pk)
-            identity_materialize(identity=identity)
-            return True
-        except Exception as exc:
-            log.info("warming identity %s failed: %s", pk, exc)
-            return False
+        def one(pk: int) -> bool | None:
+            if lost.is_set():
+                return None
+            try:
+                core_lease_renew(scope=WARM_LEASE_SCOPE, key=key, token=grant.token, ttl=ttl)
+            except LeaseLost:
+                lost.set()  # another warmer took over (this one was presumed dead)
+                return None
+            try:
+                identity = Identity.objects.select_related("mob__workspace", "mob__active_revision").get(pk=pk)
+                identity_materialize(identity=identity)
+                return True
+            except Exception as exc:
+                log.info("warming identity %s failed: %s", pk, exc)
+                return False
 
-    def pooled(pk: int) -> bool:
-        try:
-            return one(pk)
-        finally:
-            connection.close()
+        def pooled(pk: int) -> bool | None:
+            try:
+                return one(pk)
+            finally:
+                connection.close()
 
-    if concurrency == 1:
-        results = [one(pk) for pk in pks]
-    else:
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="mob-warm") as pool:
-            results = list(pool.map(pooled, pks))
-    outcome["materialized"] = sum(results)
-    outcome["failed"] = len(results) - outcome["materialized"]
-    if outcome["failed"]:
-        Mob.objects.filter(pk=mob.pk).update(bootstrap_error=f"{outcome['failed']} identity(ies) broken")
-    return outcome
+        results: list[bool | None] = []
+        if concurrency > 1:
+            try:
+                with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="mob-warm") as pool:
+                    results = list(pool.map(pooled, pks))
+            except RuntimeError as exc:  # "cannot schedule new futures after interpreter shutdown"
+                log.warning("warming mob %s one identity at a time: %s", mob.pk, exc)
+                results = []
+        if not results:
+            results = [one(pk) for pk in pks]
+        outcome = {"materialized": sum(r is True for r in results), "failed": sum(r is False for r in results)}
+        unfinished = Identity.objects.filter(
+            mob=mob, state__in=(Identity.State.DORMANT, Identity.State.WARMING)
+        ).exists()
+        stuck = bool(pks) and not outcome["materialized"]
+        if not lost.is_set() and (not unfinished or stuck):
+            # Only the request this pass served: a newer one (a second bootstrap) stays pending.
+            Mob.objects.filter(pk=mob.pk, warm_requested_at=requested).update(warm_requested_at=None)
+        if outcome["failed"]:
+            Mob.objects.filter(pk=mob.pk).update(bootstrap_error=f"{outcome['failed']} identity(ies) broken")
+        return outcome
+    finally:
+        core_lease_release(scope=WARM_LEASE_SCOPE, key=key, token=grant.token)
 
 
 def bootstrap_status(*, mob: Mob) -> dict[str, Any]:

@@ -47,3 +47,10 @@ def console_prune_task() -> int:
     from mobs_app.journal import console_frames_prune
 
     return console_frames_prune()
+
+
+@shared_task(name="mobs_app.warming_sweep")
+def warming_sweep_task() -> dict[str, int]:
+    from mobs_app.warming import mob_warming_sweep
+
+    return mob_warming_sweep()

@@ -3,7 +3,8 @@
 Two request threads of one process are two contenders for the identity lease: exactly one wins,
 the others get 409 ``identity_busy``, never a 500, and no member session is left orphaned. The
 member sessions are real ``sessions_app`` sessions; only their opening is slowed down (before
-the real ``session_open``), so the contenders' lease windows overlap on any machine."""
+the real ``session_open``: ``tests.mobs.slow_sessions``), so the contenders' lease windows
+overlap on any machine."""
 
 from __future__ import annotations
 
@@ -16,23 +17,14 @@ from django.db import connection
 from django.test import Client
 
 from mobs_app import services
-from mobs_app.members import SessionsAppMemberSessions
 from mobs_app.models import Continuity, Identity, Mob, MobEvent
+from tests.mobs import slow_sessions
 from tests.mobs.conftest import MOB_TOML, add
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CONTENDERS = 3
-OPEN_DELAY = 0.3  # seconds each open holds the winner inside its lease window
 RECONCILE_DELAY = 0.3
-
-
-class SlowMemberSessions(SessionsAppMemberSessions):
-    """Real member sessions whose open takes a while (a slow session store)."""
-
-    def open(self, *, workspace, session_id, spec, resume):
-        time.sleep(OPEN_DELAY)
-        return super().open(workspace=workspace, session_id=session_id, spec=spec, resume=resume)
 
 
 def slow_post_reconcile(mob, report) -> None:
@@ -41,8 +33,9 @@ def slow_post_reconcile(mob, report) -> None:
 
 
 @pytest.fixture
-def real_sessions(settings):
-    settings.LASHOPS_MOB_MEMBER_SESSIONS = "tests.mobs.test_identity_contention:SlowMemberSessions"
+def real_sessions(settings, monkeypatch):
+    monkeypatch.setenv("LASHOPS_TEST_MEMBER_OPEN_DELAY", "0.3")  # holds the winner inside its lease window
+    settings.LASHOPS_MOB_MEMBER_SESSIONS = slow_sessions.PATH
 
 
 @pytest.fixture

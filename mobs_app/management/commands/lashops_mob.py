@@ -52,6 +52,8 @@ class Command(BaseCommand):
             if options["action"] == "bootstrap":
                 status = services.mob_bootstrap(mob=mob, mode=options["mode"], concurrency=options["concurrency"])
                 self.stdout.write(f"{status}")
+                if options["mode"] == "lazy_background_warm":
+                    self._follow_warming(mob)
             elif options["action"] == "drain":
                 services.mob_drain(mob=mob, shutting_down=not options["resume"])
                 self.stdout.write("resumed" if options["resume"] else "draining: new dispatches are refused")
@@ -73,3 +75,34 @@ class Command(BaseCommand):
             lines = [f"{exc.code}: {exc.message}"]
             lines += [f"  line {d.get('line') or '?'}: {d.get('path')}: {d.get('message')}" for d in details]
             raise CommandError("\n".join(lines)) from None
+
+    def _follow_warming(self, mob: Any) -> None:
+        """The warm is recorded, so it is never lost; with the in-process runner it also runs here,
+        so wait for it (with progress) instead of leaving it to the warming sweep of a server."""
+        from lashops.core import runner
+        from mobs_app import services
+
+        if runner.runner_mode() != "in_process":
+            self.stdout.write("warming on the Celery workers; follow it with GET /api/mobs/{id}/bootstrap")
+            return
+        from lashops.core import heartbeat
+
+        last, idle_checks = None, 0
+        while True:
+            status = services.bootstrap_status(mob=mob)
+            counts = status["counts"]
+            line = ", ".join(f"{n} {state}" for state, n in counts.items())
+            if line != last:
+                self.stdout.write(f"warming {mob.mob_id}: {line}")
+                self.stdout.flush()
+                last = line
+            pending = type(mob).objects.filter(pk=mob.pk, warm_requested_at__isnull=False).exists()
+            if not pending and not counts["warming"]:
+                break
+            idle_checks = idle_checks + 1 if not heartbeat.snapshot()[0] else 0
+            if idle_checks >= 4:  # nothing runs here any more, yet the warm is not finished
+                self.stdout.write("the rest of the warm is recorded: the warming sweep of a running server finishes it")
+                break
+            time.sleep(0.5)
+        runner.drain()
+        self.stdout.write(f"warmed {mob.mob_id}: {services.bootstrap_status(mob=mob)}")
