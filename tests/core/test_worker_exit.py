@@ -149,3 +149,36 @@ def _proc_state(pid: int) -> str | None:
             return stat.read().rpartition(")")[2].split()[0]
     except OSError:
         return None
+
+
+@pytest.mark.parametrize("lifespan", ["on", "off"])
+def test_a_server_restart_leaves_only_the_new_process_listed(api, workspace, stale_after_a_minute, tmp_path, lifespan):
+    """uvicorn (the embedded default's in-process driver) stopped with SIGTERM, as a restart does.
+    uvicorn ends by raising the signal again, so no exit handler runs: with the ASGI lifespan the
+    shutdown marks the row stopped; without it (``--lifespan off``) the row is dead at once on its
+    host. Either way the server that replaces it is the only one listed by default."""
+    from tests.live.server import AsgiServer
+
+    class Server(AsgiServer):
+        def command(self) -> list[str]:
+            flags = super().command()
+            flags[flags.index("--lifespan") + 1] = lifespan
+            return flags
+
+    env = {"LASHOPS_WORKER_HEARTBEAT": "1", "LASHOPS_WORKER_BEAT_SECONDS": "0.2", "LASHOPS_SCHEDULER": "0"}
+    first = Server(log_path=tmp_path / "first.log", extra_env=env).start()
+    try:
+        old = _wait_for(lambda: _row(first.proc.pid))
+        first.stop()
+    finally:
+        first.kill()
+    second = Server(log_path=tmp_path / "second.log", extra_env=env).start()
+    try:
+        new = _wait_for(lambda: _row(second.proc.pid))
+        old.refresh_from_db()
+        expected = "stopped" if lifespan == "on" else "dead"
+        assert (old.stopped_at is not None) == (lifespan == "on"), (tmp_path / "first.log").read_text()[-2000:]
+        assert _listed(api) == {new.pid: "healthy"}
+        assert _listed(api, "?all=1") == {old.pid: expected, new.pid: "healthy"}
+    finally:
+        second.stop()
