@@ -343,31 +343,37 @@ def _wait_settled(identity: Identity) -> Identity:
     return identity_get(mob=identity.mob, key=identity.key)
 
 
+class _ClaimedMeanwhile(Exception):
+    pass
+
+
 def identity_materialize(*, identity: Identity, retry_broken: bool = False) -> Identity:
     """Make a registered identity a live member: resume its session when continuity is ready,
     else create one. Concurrent callers coalesce: one claims the identity (dormant -> warming by
     conditional UPDATE) and materializes; the others wait for the outcome. A failure marks only
     this identity broken, with the reason, and raises ``identity_broken``."""
     claimable = [Identity.State.DORMANT] + ([Identity.State.BROKEN] if retry_broken else [])
-    claimed = Identity.objects.filter(pk=identity.pk, state__in=claimable).update(
-        state=Identity.State.WARMING,
-        broken_reason="",
-        updated_at=timezone.now(),  # the sweep's grace starts here
-    )
-    if not claimed:
+    if not Identity.objects.filter(pk=identity.pk, state__in=claimable).exists():
         return _wait_settled(identity)
-    mob = identity.mob
+    # The identity lease and the claim commit together, the lease first (the order of every
+    # writer under the lease): a warming identity always has a live lease of its claimant, which
+    # is how the warming sweep tells a claimant that died (mobs_app.warming); one killed before
+    # the commit claimed nothing.
     try:
-        grant = identity_lease_acquire(key=identity.lease_key)
+        with transaction.atomic():
+            grant = identity_lease_acquire(key=identity.lease_key)
+            if not Identity.objects.filter(pk=identity.pk, state__in=claimable).update(
+                state=Identity.State.WARMING, broken_reason="", updated_at=timezone.now()
+            ):
+                raise _ClaimedMeanwhile  # rolls the lease back with it
+    except _ClaimedMeanwhile:
+        lease_provider().release(identity.lease_key, token=grant.token)  # a provider outside the database
+        return _wait_settled(identity)
     except LeaseHeld:
-        Identity.objects.filter(pk=identity.pk, state=Identity.State.WARMING).update(state=Identity.State.DORMANT)
+        if Identity.objects.filter(pk=identity.pk, state=Identity.State.WARMING).exists():
+            return _wait_settled(identity)  # another caller claimed it first: coalesce
         raise
-    state = Identity.objects.filter(pk=identity.pk).values_list("state", flat=True).first()
-    if state != Identity.State.WARMING:  # retired or deleted by the holder before us: not ours now
-        lease_provider().release(identity.lease_key, token=grant.token)
-        if state is None:
-            raise UnknownIdentity(f"mob {mob.mob_id!r} has no identity {identity.key!r}")
-        raise Conflict(f"identity {identity.key!r} is {state}", code=f"identity_{state}")
+    mob = identity.mob
     took_capacity = False
     try:
         record = Continuity.objects.filter(pk=identity.pk).first()

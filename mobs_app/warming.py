@@ -5,10 +5,11 @@ A warm asked for by a bootstrap (``eager``, ``lazy_background_warm``) is a row
 lease. If the process that warms ends first (a management command that exits, a worker killed),
 ``mob_warming_sweep`` (beat, or the in-process scheduler) finishes the work:
 
-* identities left ``warming`` by a materializer that is gone (its identity lease is held by a
-  process gone from this host, or no live lease has covered the claim for a lease TTL) go back to
-  ``dormant``; the dead holder is fenced out, and the mob's capacity count is recomputed once
-  nothing of the mob is warming (the dead materializer may have taken capacity it never used);
+* identities left ``warming`` by a materializer that is gone go back to ``dormant``: a claim
+  commits with the identity lease (``identity_materialize``), so a warming identity whose lease
+  expired, or is held by a process gone from this host (fenced out at once), has no materializer
+  any more; the mob's capacity count is then recomputed once nothing of the mob is warming (the
+  dead materializer may have taken capacity it never used);
 * every mob with a warm request and no live warmer gets a ``mob_warm`` task again (a warmer whose
   process is gone from this host is fenced out of the warm lease at once).
 
@@ -20,7 +21,7 @@ identity and generation), so the one the dead warmer may have created is reused.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, Subquery
@@ -46,9 +47,11 @@ def _live_lease(lease: Lease | None, now: datetime) -> bool:
 
 def identities_warming_recover(*, now: datetime | None = None) -> int:
     """Put identities whose materializer is gone back to ``dormant`` (see the module docstring).
-    Returns how many were recovered."""
+    Returns how many were recovered. Only with the database lease provider: a plugged-in provider
+    (``LASHOPS_MOB_LEASE_PROVIDER``) keeps its leases elsewhere, and its claims are left alone."""
+    if settings.LASHOPS_MOB_LEASE_PROVIDER:
+        return 0
     now = now or timezone.now()
-    grace = timedelta(seconds=settings.LASHOPS_MOB_LEASE_TTL)
     rows = list(
         Identity.objects.filter(state=Identity.State.WARMING)
         .order_by("pk")
@@ -65,8 +68,6 @@ def identities_warming_recover(*, now: datetime | None = None) -> int:
             if not holder_gone(lease.holder):
                 continue  # a live materializer is at work
             lease_fence(scope=IDENTITY_LEASE_SCOPE, key=lease_key, holder=lease.holder)
-        elif claimed_at > now - grace:
-            continue  # just claimed: its materializer is about to take the lease
         if Identity.objects.filter(pk=pk, state=Identity.State.WARMING, updated_at=claimed_at).update(
             state=Identity.State.DORMANT, updated_at=now
         ):
