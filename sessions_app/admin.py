@@ -273,6 +273,7 @@ class AttachmentAdmin(WorkspaceScopedAdmin):
     read_only = True
     deletion = "never"
     list_display = ("sha256", "size", "content_type", "created_at")
+    ordering = ("-created_at",)
     search_fields = ("sha256",)
     readonly_fields = ("sha256", "size", "content_type", "storage_name", "created_at")
     inlines = [HolderInline]
