@@ -10,6 +10,7 @@ examples per operation and mode. ``LASHOPS_FUZZ_EXAMPLES`` raises the bound for 
 
 from __future__ import annotations
 
+import itertools
 import os
 import traceback
 from collections import Counter
@@ -29,6 +30,7 @@ from schemathesis.specs.openapi import checks as openapi_checks
 pytestmark = pytest.mark.django_db
 
 EXAMPLES = int(os.environ.get("LASHOPS_FUZZ_EXAMPLES", "10"))
+COVERAGE_CASES = int(os.environ.get("LASHOPS_FUZZ_COVERAGE_CASES", "60"))
 
 CHECKS = [
     openapi_checks.status_code_conformance,
@@ -140,6 +142,15 @@ def test_every_operation_survives_generated_input(api_key, workspace, connection
     for result in schema.get_all_operations():
         operation = result.ok()
         run.operations.add(operation.label)
+        # Schemathesis's coverage phase: boundary values, each constraint broken in turn, NUL and
+        # other awkward strings, wrong types; systematic, so the same cases every run.
+        coverage = schema.iter_coverage_cases(
+            operation,
+            generation_modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+            generation_config=schema.config.generation_for(operation=operation, phase="coverage"),
+        )
+        for case in itertools.islice(coverage, COVERAGE_CASES):
+            exercise(f"{operation.label} [coverage]", case)
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             label = f"{operation.label} [{mode.value}]"
             try:
