@@ -14,6 +14,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from lashops.core import access_log  # noqa: E402
 from lashops.core.consumers import LoopBindingMiddleware, WorkspaceAuthMiddleware  # noqa: E402
 from lashops.core.lifespan import lifespan_app  # noqa: E402
+from lashops.core.middleware import WebSocketDatabaseGuard  # noqa: E402
 from lashops.routing import websocket_urlpatterns  # noqa: E402
 
 # uvicorn writes request lines (query strings included) to its logs: no ?token=/?ticket= value.
@@ -23,7 +24,9 @@ application = LoopBindingMiddleware(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": AuthMiddlewareStack(WorkspaceAuthMiddleware(URLRouter(websocket_urlpatterns))),
+            "websocket": WebSocketDatabaseGuard(
+                AuthMiddlewareStack(WorkspaceAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            ),
             "lifespan": lifespan_app,  # shutdown marks this process's worker row stopped
         }
     )

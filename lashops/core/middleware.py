@@ -4,6 +4,7 @@ and refuse path parameters that cannot be stored (422) before a view looks them 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 
@@ -113,3 +114,39 @@ def database_unavailable_response() -> JsonResponse:
     )
     response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
     return response
+
+
+class WebSocketDatabaseGuard:
+    """ASGI middleware around the WebSocket stack: when the database cannot be reached while a
+    socket is served (authentication, replay), the socket gets ``stream.error``
+    ``database_unavailable`` and is closed with 1013 (try again later) instead of the handshake
+    crashing. Any other error goes up as before."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        state = {"accepted": False, "closed": False}
+
+        async def tracked_send(message: dict) -> None:
+            kind = message["type"]
+            if kind == "websocket.accept":
+                state["accepted"] = True
+            elif kind == "websocket.close":
+                state["closed"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as exc:
+            if not database_unreachable(exc) or state["closed"]:
+                raise
+            log.warning("database unreachable on socket %s: %s", scope.get("path"), exc)
+            if not state["accepted"]:
+                await send({"type": "websocket.accept"})
+            error = {
+                "type": "stream.error",
+                "data": {"code": "database_unavailable", "message": "The database cannot be reached; reconnect later."},
+            }
+            await send({"type": "websocket.send", "text": json.dumps(error)})
+            await send({"type": "websocket.close", "code": 1013, "reason": "database_unavailable"})

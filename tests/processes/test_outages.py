@@ -175,3 +175,31 @@ def test_a_start_accepted_while_the_broker_is_down_answers_201_and_runs_once_it_
             worker.stop()
     proc = Process.objects.get(pk="while-down")
     assert (proc.status, proc.output) == ("completed", {"value": 8})
+
+
+def test_a_socket_opened_while_the_database_is_down_is_closed_cleanly_with_1013(private_pg):
+    from asgiref.sync import async_to_sync
+    from channels.testing import WebsocketCommunicator
+
+    from lashops.asgi import application
+    from lashops.core.services import api_key_create, workspace_create
+
+    async def connect(key: str) -> tuple[bool, dict, dict]:
+        headers = [(b"authorization", f"Bearer {key}".encode())]
+        socket = WebsocketCommunicator(application, "/ws/processes/?after=0", headers=headers)
+        connected, _ = await socket.connect(timeout=10)
+        error = await socket.receive_json_from(timeout=5) if connected else {}
+        closed = await socket.receive_output(timeout=5) if connected else {}
+        return connected, error, closed
+
+    with private_pg.as_default_database("lashops"):
+        workspace = workspace_create(slug="outage", name="Outage")
+        key = api_key_create(workspace=workspace, name="outage").plaintext
+        private_pg.stop()
+        try:
+            connected, error, closed = async_to_sync(connect)(key)
+        finally:
+            private_pg.start()
+    assert connected
+    assert error["type"] == "stream.error" and error["data"]["code"] == "database_unavailable"
+    assert (closed["type"], closed["code"]) == ("websocket.close", 1013)
