@@ -203,3 +203,38 @@ def test_a_socket_opened_while_the_database_is_down_is_closed_cleanly_with_1013(
     assert connected
     assert error["type"] == "stream.error" and error["data"]["code"] == "database_unavailable"
     assert (closed["type"], closed["code"]) == ("websocket.close", 1013)
+
+
+def test_a_background_turn_accepted_while_the_broker_is_down_answers_202_and_the_turn_sweep_runs_it(
+    redis_instance, api, workspace, settings, tmp_path
+):
+    """The same after-commit send serves turns: 202, not 500, and turns_sweep sends it later."""
+    from sessions_app.models import Turn
+    from sessions_app.services import session_open, turns_sweep
+
+    broker = redis_instance.url(db=0)
+    settings.LASHOPS_RUNNER = "celery"
+    settings.LASHOPS_TURN_SWEEP_GRACE = 0
+    model = {"provider": "scripted", "model": "scripted-1", "parameters": {"script": [{"text": "Done."}]}}
+    session_open(workspace=workspace, session_id="s-down", model=model)
+    with celery_app_on(broker) as app:
+        redis_instance.stop()
+        assert not redis_instance.ping()  # really down
+        response = api.post(
+            "/api/sessions/s-down/turns", {"input": "hello", "background": True}, content_type="application/json"
+        )
+        assert response.status_code == 202, response.content
+        turn_id = response.json()["id"]
+        redis_instance.start()
+        worker = WorkerProcess(
+            broker, concurrency=1, log_path=tmp_path / "worker.log", extra_env={"LASHOPS_SCHEDULER": "0"}
+        )
+        try:
+            worker.wait_ready(app)
+            assert turn_id in turns_sweep()  # what beat does once the broker is back
+            deadline = time.monotonic() + 30
+            while Turn.objects.get(pk=turn_id).status != "committed":
+                assert time.monotonic() < deadline, "the turn never ran after the broker came back"
+                time.sleep(0.3)
+        finally:
+            worker.stop()
