@@ -186,6 +186,9 @@ LASHOPS_WORKER_BEAT_SECONDS = env_float("LASHOPS_WORKER_BEAT_SECONDS", 5.0, mini
 LASHOPS_WORKER_STALE_SECONDS = env_float("LASHOPS_WORKER_STALE_SECONDS", 30.0, minimum=0.5)
 LASHOPS_WORKER_FORGET_HOURS = env_float("LASHOPS_WORKER_FORGET_HOURS", 24.0, minimum=0.0)
 LASHOPS_WS_SEND_QUEUE = env_int("LASHOPS_WS_SEND_QUEUE", 1000, minimum=10)
+# How often a server process checks that the channel layer still has its group memberships (a
+# Redis restart wipes them without an error); a lost one is joined again and its sockets catch up.
+LASHOPS_FANOUT_CHECK_SECONDS = env_float("LASHOPS_FANOUT_CHECK_SECONDS", 1.0, minimum=0.05)
 CELERY_BEAT_SCHEDULE["lashops-workers-prune"] = {"task": "lashops.core.workers_prune", "schedule": 3600.0}
 # Workers silent past LASHOPS_WORKER_STALE_SECONDS are reported (worker.stale) by this sweep.
 LASHOPS_WORKER_SWEEP_SECONDS = env_float("LASHOPS_WORKER_SWEEP_SECONDS", 5.0, minimum=0.1)

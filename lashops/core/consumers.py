@@ -175,12 +175,16 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
     there (or fetches the missed range over HTTP from ``requested_cursor``).
 
     Messages the channel layer lost are recovered from the database: the hub notices a jump in
-    a publisher's sequence (or a failed read) and calls ``resync``, and the socket catches up on
-    its stream's durable events it has not sent. Streams whose cursors are contiguous
-    (``contiguous = True``: the fleet stream holds every cursor of the workspace) also heal a
-    hole they see in the cursors themselves."""
+    a publisher's sequence, a failed read or a membership the layer lost (a Redis restart), joins
+    again and calls ``resync``, and the socket catches up on its stream's durable events it has not
+    sent. Streams whose cursors are contiguous (``contiguous = True``: the fleet stream holds every
+    cursor of the workspace) also heal a hole they see in the cursors themselves."""
 
     contiguous = False
+    # No channel of its own on the layer (an alias that is not configured gives none): live events
+    # come through the process's fan-out hub, and a read of a per-socket channel would end the
+    # socket (1011) the moment Redis went away.
+    channel_layer_alias = "lashops.no-socket-channel"
     # Live events held while connect() replays; past this many it replays again from the database
     # instead. None: LASHOPS_WS_SEND_QUEUE.
     buffer_limit: int | None = None

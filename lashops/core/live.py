@@ -80,19 +80,26 @@ def _enqueue(loop: asyncio.AbstractEventLoop, item: tuple[str, dict[str, Any]]) 
 
 
 def group_send(group: str, message: dict[str, Any]) -> None:
-    if get_channel_layer() is None:
-        return
+    """Queue a live send; never raises. It runs in on_commit callbacks of requests and tasks whose
+    work has committed: a channel layer that is down (or a server loop that just closed) must not
+    turn that success into an error. The durable lane holds every durable event, and the receiving
+    servers catch up from it (``lashops.core.fanout``)."""
     try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is not None:
-        _enqueue(running, (group, message))
-        return
-    loop = _server_loop
-    if loop is None or not loop.is_running() or loop.is_closed():
-        loop = _own_loop()
-    loop.call_soon_threadsafe(_enqueue, loop, (group, message))
+        if get_channel_layer() is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None:
+            _enqueue(running, (group, message))
+            return
+        loop = _server_loop
+        if loop is None or not loop.is_running() or loop.is_closed():
+            loop = _own_loop()
+        loop.call_soon_threadsafe(_enqueue, loop, (group, message))
+    except Exception:
+        log.exception("live send to %s was not queued", group)
 
 
 def flush(timeout: float = 5.0) -> None:
@@ -100,11 +107,12 @@ def flush(timeout: float = 5.0) -> None:
     loop = _private_loop
     if loop is None or not loop.is_running():
         return
-    queue = _queues.get(loop)
-    if queue is None:
-        return
 
     async def _wait() -> None:
-        await queue.join()  # queued *and* in flight: an empty queue may still have a send under way
+        # Looked up on the loop, after the hand-overs made before this call (callbacks run in
+        # order): read from this thread, a send just handed over may not have made the queue yet.
+        queue = _queues.get(loop)
+        if queue is not None:
+            await queue.join()  # queued *and* in flight: an empty queue may still have a send under way
 
     asyncio.run_coroutine_threadsafe(_wait(), loop).result(timeout)

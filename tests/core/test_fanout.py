@@ -153,3 +153,31 @@ async def test_a_malformed_message_does_not_end_the_feed():
         await asyncio.sleep(0.01)
     assert good.got == [7]
     await hub.unsubscribe(group, good)
+
+
+@pytest.mark.parametrize("stream", ["/ws/processes/", "/ws/fleet/"])
+async def test_a_membership_the_layer_lost_is_joined_again_and_sockets_catch_up(api_key, workspace, settings, stream):
+    """The layer forgets the group (as a Redis restart or FLUSHALL does) and no read fails: the
+    hub's check finds its channel gone, joins again, and the socket gets what was published
+    meanwhile from the database, then live events again, each once and in order."""
+    import asyncio
+
+    settings.LASHOPS_FANOUT_CHECK_SECONDS = 0.05
+    layer = get_channel_layer()
+    comm = _socket(api_key, stream)
+    await _ready(comm)
+    first = await sync_to_async(_publish)(workspace, 0)
+    assert (await comm.receive_json_from(timeout=5))["cursor"] == first.cursor
+
+    layer.groups.clear()  # every membership gone, no error anywhere
+    lost = [await sync_to_async(_publish)(workspace, i) for i in (1, 2)]
+    caught_up = [(await comm.receive_json_from(timeout=5))["cursor"] for _ in lost]
+    assert caught_up == [e.cursor for e in lost]
+    for _ in range(100):  # joined again
+        if any(layer.groups.values()):
+            break
+        await asyncio.sleep(0.01)
+    after = await sync_to_async(_publish)(workspace, 3)
+    assert (await comm.receive_json_from(timeout=5))["cursor"] == after.cursor
+    assert await comm.receive_nothing(timeout=0.2)
+    await comm.disconnect()

@@ -35,3 +35,25 @@ def test_health_checks_the_redis_layer(redis_layer, client, db):
     body = client.get("/api/health").json()
     assert body["channel_layer"]["ok"] is True
     assert "RedisChannelLayer" in body["channel_layer"]["detail"]["backend"]
+
+
+def test_a_request_that_publishes_while_redis_is_down_succeeds_and_the_lost_send_is_logged(
+    settings, redis_instance, api, workspace, caplog
+):
+    """The channel layer is down (its Redis stopped with SHUTDOWN NOSAVE): a request whose work
+    committed still answers its success; the live send fails later, off the request, and is logged."""
+    import logging
+
+    from lashops.core import live
+    from lashops.core.models import Event
+    from tests.live.server import use_redis_layer
+
+    use_redis_layer(settings, redis_instance.url(0))
+    redis_instance.stop()
+    assert not redis_instance.ping()
+    with caplog.at_level(logging.WARNING, logger="lashops.core.live"):
+        response = api.post("/api/keys", {"name": "while-redis-is-down"}, content_type="application/json")
+        live.flush(timeout=30)
+    assert response.status_code == 201, response.content
+    assert Event.objects.filter(workspace=workspace, type="api_key.created").exists()
+    assert any("live send to" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records)
