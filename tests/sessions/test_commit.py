@@ -39,10 +39,10 @@ def ready(open_session, monkeypatch, settings):
 
     session = open_session(CALC, ANSWER)
     turn = services.turn_start(session=session, text="What is 6*7?", background=True)  # never dispatched: no commit
-    monkeypatch.setattr(services, "turn_commit", hold)
+    monkeypatch.setattr(services.turns, "turn_commit", hold)
     with pytest.raises(_Held):
         services.turn_drive(turn_id=turn.pk)
-    monkeypatch.setattr(services, "turn_commit", real_commit)
+    monkeypatch.setattr(services.turns, "turn_commit", real_commit)
     return Turn.objects.select_related("session__workspace").get(pk=turn.pk), captured
 
 
