@@ -39,6 +39,8 @@ CHECKS = [
     openapi_checks.response_schema_conformance,
     openapi_checks.negative_data_rejection,
     openapi_checks.positive_data_acceptance,
+    # On a 2xx, the same request again without the key and with a wrong one must be refused.
+    openapi_checks.ignored_auth,
 ]
 
 
