@@ -28,6 +28,9 @@ from ninja.parser import Parser
 # The largest value a PostgreSQL bigint (and a SQLite integer) holds: the bound of every cursor,
 # offset and count the API accepts.
 BIGINT_MAX = 2**63 - 1
+# Deeper JSON is refused: encoding it again for the database or the response recursed past
+# Python's limit (a 500) at a few hundred levels, long before the body size limit.
+MAX_JSON_DEPTH = 100
 
 
 class BodyRejected(ValueError):
@@ -54,11 +57,14 @@ def _problem(path: str, message: str, kind: str) -> dict[str, str]:
 
 
 def json_problems(value: Any, path: str) -> Iterator[dict[str, str]]:
-    """Every unstorable string (key or value) and non-finite number in a parsed JSON value.
-    Iterative, so a deeply nested document cannot exhaust the stack."""
-    stack: list[tuple[str, Any]] = [(path, value)]
+    """Every unstorable string (key or value) and non-finite number in a parsed JSON value, and
+    nesting deeper than ``MAX_JSON_DEPTH``. Iterative, so the walk itself cannot exhaust the stack."""
+    stack: list[tuple[str, Any, int]] = [(path, value, 0)]
     while stack:
-        where, item = stack.pop()
+        where, item, depth = stack.pop()
+        if isinstance(item, dict | list) and depth >= MAX_JSON_DEPTH:
+            yield _problem(where, f"nested deeper than {MAX_JSON_DEPTH} levels", "json_too_deep")
+            return
         if isinstance(item, str):
             problem = text_problem(item)
             if problem:
@@ -71,9 +77,9 @@ def json_problems(value: Any, path: str) -> Iterator[dict[str, str]]:
                 problem = text_problem(key)
                 if problem:
                     yield _problem(f"{where}.{key!r}", f"key {problem}", "string_unstorable")
-                stack.append((f"{where}.{key}", child))
+                stack.append((f"{where}.{key}", child, depth + 1))
         elif isinstance(item, list):
-            stack.extend((f"{where}.{index}", child) for index, child in enumerate(item))
+            stack.extend((f"{where}.{index}", child, depth + 1) for index, child in enumerate(item))
 
 
 def _finite_float(text: str) -> float:

@@ -125,6 +125,15 @@ def test_an_overflowing_or_non_finite_number_is_422(api):
         assert response.json()["error"]["code"] == "validation_error"
 
 
+def test_deeply_nested_json_is_422(api):
+    for depth in (900, 5000):  # 900 passed the parser and crashed re-encoding it; 5000 broke the parser
+        response = _post_json(api, "/api/sessions", '{"metadata": {"a": ' + "[" * depth + "]" * depth + "}}")
+        assert response.status_code == 422, depth
+        assert response.json()["error"]["details"][0]["type"] == "json_too_deep"
+    nested = '{"metadata": {"a": ' + "[" * 90 + "]" * 90 + "}}"
+    assert _post_json(api, "/api/sessions", nested).status_code == 201
+
+
 def test_a_json_array_body_is_422_and_creates_nothing(api):
     from sessions_app.models import Session
 
