@@ -181,3 +181,74 @@ def test_every_socket_gets_every_event_once_through_a_redis_restart(
             reports,
             log[-3000:],
         )
+
+
+def test_a_socket_that_reconnects_with_its_cursor_to_a_restarted_server_mid_flow_gets_each_event_once(
+    workspace, api_key, redis_instance, tmp_path
+):
+    """The server is killed while events flow; the client reconnects with the last cursor it had
+    to the restarted server, which hears every publisher mid-count (a resync while the socket is
+    still replaying): each event after that cursor arrives once, in order, on the filtered stream
+    and on the fleet."""
+    redis_url = redis_instance.url(0)
+    server = AsgiServer(log_path=tmp_path / "server.log", redis_url=redis_url).start()
+    headers = {"Authorization": f"Bearer {api_key}"}
+    collectors: dict[str, Collector] = {}
+    first: dict[str, Collector] = {}
+    publisher = None
+    try:
+        base = f"ws://127.0.0.1:{server.port}"
+        first = {
+            "processes": Collector(f"{base}/ws/processes/", headers),
+            "fleet": Collector(f"{base}/ws/fleet/", headers),
+        }
+        publisher = subprocess.Popen(
+            [sys.executable, "-m", "tests.live.flow_publisher", workspace.slug, str(EVENTS), str(PAUSE_MS)],
+            cwd=ROOT,
+            env={**server.env, "DATABASE_URL": current_database_url(), "REDIS_URL": redis_url},
+            stdout=subprocess.PIPE,
+            stderr=open(tmp_path / "publisher.log", "wb"),  # noqa: SIM115
+            text=True,
+            preexec_fn=die_with_parent,
+        )
+        deadline = time.monotonic() + 30
+        while Event.objects.filter(workspace=workspace).count() < EVENTS // 4:
+            assert publisher.poll() is None and time.monotonic() < deadline, "the publisher stalled"
+            time.sleep(0.05)
+        server.kill()
+        assert server.proc.poll() is not None
+        for c in first.values():
+            c.close()
+        server.start()
+        base = f"ws://127.0.0.1:{server.port}"
+        for name, c in first.items():
+            cursor = max(c.cursors(), default=c.after)
+            path = "processes" if name == "processes" else "fleet"
+            collectors[name] = Collector(f"{base}/ws/{path}/?after={cursor}", headers)
+        assert Event.objects.filter(workspace=workspace).count() < EVENTS - 100, "reconnected too late"
+        out, _ = publisher.communicate(timeout=60)
+        assert publisher.returncode == 0, (tmp_path / "publisher.log").read_text()[-3000:]
+        assert f"published {EVENTS}" in out
+        expected = {
+            name: _expected(workspace, after=c.after, processes=name == "processes") for name, c in collectors.items()
+        }
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if all(set(expected[name]) <= set(c.cursors()) for name, c in collectors.items()):
+                break
+            time.sleep(0.2)
+        time.sleep(0.5)  # anything sent twice would arrive now
+        reports = [_check(name, c, expected[name]) for name, c in collectors.items()]
+    finally:
+        for c in [*first.values(), *collectors.values()]:
+            c.close()
+        if publisher is not None and publisher.poll() is None:
+            publisher.kill()
+        server.stop()
+    for report in reports:
+        assert (report["duplicates"], report["out_of_order"], report["missing"], report["unexpected"]) == (
+            0,
+            0,
+            0,
+            0,
+        ), reports
