@@ -199,7 +199,7 @@ class ChangePageOut(Schema):
 
 class TriggerEventIn(Schema):
     name: str = Field(..., min_length=1, max_length=100)
-    description: str = Field("", max_length=2000)
+    description: str = ""
     payload_schema: dict[str, Any] = Field(default_factory=dict)
 
 
