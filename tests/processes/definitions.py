@@ -126,3 +126,22 @@ def paced(ctx: ProcessContext, input: dict[str, Any]) -> dict[str, Any]:
         for i in range(input.get("steps", 10))
     ]
     return {"steps": len(lines)}
+
+
+# Callables a test registers by name for ``test.hooked`` (in-process drives only).
+HOOKS: dict[str, Any] = {}
+
+
+@process_definition("test.hooked")
+def hooked(ctx: ProcessContext, input: dict[str, Any]) -> dict[str, Any]:
+    """Three counted steps; the middle one also calls ``HOOKS[input["hook"]]`` (say, stops the database)."""
+    log = input["log"]
+    ctx.step("before", append_line, log, f"{ctx.process_id} before")
+
+    def middle() -> int:
+        HOOKS[input["hook"]]()
+        return append_line(log, f"{ctx.process_id} middle")
+
+    ctx.step("middle", middle)
+    ctx.step("after", append_line, log, f"{ctx.process_id} after")
+    return {"done": True}

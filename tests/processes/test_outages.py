@@ -238,3 +238,57 @@ def test_a_background_turn_accepted_while_the_broker_is_down_answers_202_and_the
                 time.sleep(0.3)
         finally:
             worker.stop()
+
+
+def test_a_step_that_finished_during_an_outage_is_recorded_once_the_database_is_back(private_pg, settings, tmp_path):
+    """In-process drive: the step's record cannot be written while the database is down; the
+    engine retries it (its lease is still its own) instead of failing the process or running
+    the step again."""
+    import threading
+
+    from lashops.core.services import workspace_create
+    from processes_app.engine import drive
+    from tests.processes.definitions import HOOKS
+
+    settings.LASHOPS_PROCESS_LEASE_SECONDS = 6
+    log = tmp_path / "steps.log"
+    outage: dict[str, bool] = {}
+
+    def stop_for_a_second() -> None:
+        if outage:
+            return
+        private_pg.stop()
+        outage["down"] = not private_pg.accepting()
+        threading.Timer(1.0, private_pg.start).start()
+
+    HOOKS["outage"] = stop_for_a_second
+    try:
+        with private_pg.as_default_database("lashops"):
+            workspace = workspace_create(slug="outage", name="Outage")
+            process_start(
+                workspace=workspace,
+                process_id="hooked",
+                definition="test.hooked",
+                input={"log": str(log), "hook": "outage"},
+                disposition="rerunnable",
+            )
+            deadline = time.monotonic() + 60
+            while True:
+                drive(process_ids=["hooked"])
+                connection.close()
+                try:
+                    status = Process.objects.values_list("status", flat=True).get(pk="hooked")
+                except Exception:  # the database is still coming back
+                    status = "unknown"
+                if status not in ("running", "unknown"):
+                    break
+                assert time.monotonic() < deadline, "the process never finished"
+                time.sleep(0.5)
+                connection.close()
+                process_sweep()
+            proc = Process.objects.get(pk="hooked")
+    finally:
+        HOOKS.pop("outage", None)
+    assert outage == {"down": True}  # the database really was down while the step ran
+    assert (proc.status, proc.error) == ("completed", None)
+    assert Counter(_lines(log)) == {"hooked before": 1, "hooked middle": 1, "hooked after": 1}
