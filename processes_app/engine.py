@@ -176,6 +176,10 @@ class LeaseKeeper:
                     claim.renewed_at = time.monotonic()
                 except LeaseLost:
                     claim.lost = True
+                except DATABASE_ERRORS as exc:
+                    # An outage: the next round tries again (one line per claim, no traceback).
+                    log.warning("renewing the lease of process %s failed: %s", claim.process_id, exc)
+                    connection.close()
                 except Exception:
                     log.exception("renewing the lease of process %s failed", claim.process_id)
             if idle:
