@@ -9,11 +9,10 @@ class MobsAppConfig(AppConfig):
         from lashops.core import tenancy
         from mobs_app import selectors
         from mobs_app.leases import SCOPE
-        from mobs_app.receivers import record_member_checkpoint, record_member_reply
+        from mobs_app.receivers import member_turn_committed
         from sessions_app.signals import turn_committed
 
-        turn_committed.connect(record_member_checkpoint, dispatch_uid="mobs_app.record_member_checkpoint")
-        turn_committed.connect(record_member_reply, dispatch_uid="mobs_app.record_member_reply")
+        turn_committed.connect(member_turn_committed, dispatch_uid="mobs_app.member_turn_committed")
         tenancy.register_lease_scope(SCOPE, selectors.identity_lease_workspaces)
         tenancy.register_work_id("mob_pk", selectors.mob_workspaces)
         tenancy.register_work_id("identity_pk", selectors.identity_workspaces)

@@ -117,14 +117,18 @@ def continuity_checkpoint(
         return Continuity.objects.get(pk=identity.pk)
 
 
-def continuity_checkpoint_committed(*, session_id: str, head_revision: int) -> Continuity | None:
+def continuity_checkpoint_committed(
+    *, session_id: str, head_revision: int, record: Continuity | None = None
+) -> Continuity | None:
     """A session committed a turn: if an identity runs that session now, record ``head_revision``
     as its checkpoint version. Compare-and-set on the record as read (session, generation, fencing
     token) and strictly increasing, so a reset or rebind in between wins; a session the identity
-    no longer runs (an older generation) is ignored. Returns the updated record, or None."""
+    no longer runs (an older generation) is ignored. ``record``: the session's continuity record
+    (with ``identity__mob__workspace``) if the caller just read it. Returns the updated record, or None."""
     if not session_id:
         return None
-    record = Continuity.objects.filter(session_id=session_id).select_related("identity__mob__workspace").first()
+    if record is None:
+        record = Continuity.objects.filter(session_id=session_id).select_related("identity__mob__workspace").first()
     if record is None:
         return None
     with transaction.atomic():

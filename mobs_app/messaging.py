@@ -112,13 +112,20 @@ def identity_dispatch(*, mob: Mob, key: str, text: str, origin: str, idempotency
 
 
 def member_reply_record(
-    *, session_id: str, turn_id: str, text: str, source_keys: list[str] | tuple[str, ...] = ()
+    *,
+    session_id: str,
+    turn_id: str,
+    text: str,
+    source_keys: list[str] | tuple[str, ...] = (),
+    continuity: Continuity | None = None,
 ) -> ConsoleFrame | None:
     """Put a member's committed turn on its mob's console as a ``reply`` frame (status completed),
     and mark the delivered frames it answered (inputs with ``source_key`` ``mob:<pk>:console:<seq>``)
     completed. Idempotent by turn; does nothing for a session that belongs to no mob member or a
-    turn with no text."""
-    continuity = Continuity.objects.select_related("identity__mob__workspace").filter(session_id=session_id).first()
+    turn with no text. ``continuity``: the session's record (with ``identity__mob__workspace``)
+    if the caller just read it."""
+    if continuity is None and text:
+        continuity = Continuity.objects.select_related("identity__mob__workspace").filter(session_id=session_id).first()
     if continuity is None or not text:
         return None
     identity = continuity.identity

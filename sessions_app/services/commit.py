@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Subquery
+from django.db.models import F, OuterRef, Subquery, Value
 from django.utils import timezone
 
 from lashops.core.errors import LeaseLost as CoreLeaseLost
@@ -35,7 +35,7 @@ from sessions_app.runtime_host import (
 )
 from sessions_app.services.common import _TOKEN_FIELDS, _open_turns, _settled, _subject
 from sessions_app.services.inputs import _apply_pending_commands, _start_turn_for_pending_input
-from sessions_app.signals import turn_committed
+from sessions_app.signals import CommittedTurn, member_mob, turn_committed
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,9 @@ def turn_commit(
             _settle_claimed_inputs(session, turn, result)
         _stamp(locked, result=result, digest=digest, usage=usage)
         _publish_committed(session, turn, result=result, events=events, usage=usage, revision=expected_revision + 1)
-        revision = expected_revision + 1
-        transaction.on_commit(lambda: _announce_commit(session.pk, turn.pk, revision))
-        transaction.on_commit(lambda: _after_commit(session.pk))
+        committed = _committed_turn(session, locked, revision=expected_revision + 1)
+        transaction.on_commit(lambda: _announce_commit(committed))
+        transaction.on_commit(lambda: _after_commit(session))
     return locked
 
 
@@ -289,28 +289,45 @@ def _publish_committed(
     )
 
 
-def _announce_commit(session_id: str, turn_id: str, head_revision: int) -> None:
+def _committed_turn(session: Session, locked: Turn, *, revision: int) -> CommittedTurn:
+    """What ``turn_committed`` hands its receivers. The accepted inputs' keys are read (one
+    statement, in the commit's transaction) only for a mob member's turn: nobody else reads them."""
+    mob = member_mob(session.metadata)
+    accepted = (
+        PendingInput.objects.filter(session=session, accepted_by=locked.pk)
+        .order_by("id")
+        .values_list("source_key", flat=True)
+        if mob
+        else ()
+    )
+    return CommittedTurn(
+        session_id=session.pk,
+        turn_id=locked.pk,
+        head_revision=revision,
+        final_text=locked.final_text,
+        source_key=locked.source_key,
+        accepted_inputs=tuple(accepted),
+        mob=mob,
+    )
+
+
+def _announce_commit(committed: CommittedTurn) -> None:
     """Send ``turn_committed``; a failing receiver is logged, never raised into the turn."""
-    sent = turn_committed.send_robust(sender=Turn, session_id=session_id, turn_id=turn_id, head_revision=head_revision)
-    for receiver, outcome in sent:
+    for receiver, outcome in turn_committed.send_robust(sender=Turn, turn=committed):
         if isinstance(outcome, Exception):
             log.error("turn_committed receiver %r failed: %s", receiver, outcome, exc_info=outcome)
 
 
-def _after_commit(session_id: str) -> None:
+def _after_commit(session: Session) -> None:
     """Drain what queued up while the turn ran: commands first, then deferred input. One read
-    (the session with two EXISTS) answers the common case: nothing queued."""
-    commands = SessionCommand.objects.filter(session=OuterRef("pk"), status=SessionCommand.Status.PENDING)
-    inputs = PendingInput.objects.filter(session=OuterRef("pk"), status=PendingInput.Status.PENDING)
-    session = (
-        Session.objects.select_related("workspace")
-        .annotate(commands_waiting=Exists(commands), input_waiting=Exists(inputs))
-        .filter(pk=session_id)
-        .first()
-    )
-    if session is None:
-        return
-    if session.commands_waiting:
+    answers the common case (nothing queued), and it does not read the session row again: the
+    turn's own copy (its workspace loaded) is enough for both drains."""
+    commands = SessionCommand.objects.filter(session_id=session.pk, status=SessionCommand.Status.PENDING)
+    inputs = PendingInput.objects.filter(session_id=session.pk, status=PendingInput.Status.PENDING)
+    # UNION (not ALL): at most one row per kind; no ORDER BY (SQLite refuses it in a compound).
+    kinds = commands.order_by().values_list(Value("commands")).union(inputs.order_by().values_list(Value("input")))
+    waiting = {kind for (kind,) in kinds}
+    if "commands" in waiting:
         _apply_pending_commands(session)
-    if session.input_waiting:
+    if "input" in waiting:
         _start_turn_for_pending_input(session)

@@ -128,8 +128,11 @@ def turn_drive(*, turn_id: str, holder: str | None = None) -> Turn:
         return _settled(turn)
     except CoreLeaseHeld as exc:
         raise SessionBusy("another driver holds this session", details=exc.details) from None
+    # The session as read with the turn: it holds the lane for this turn, so nobody moved its
+    # head since (only this turn's commit does, and then the claim above matched nothing).
+    session = turn.session
     turn.refresh_from_db()
-    return _drive(turn, holder=holder, token=grant.token)
+    return _drive(turn, holder=holder, token=grant.token, session=session)
 
 
 def _transcript(session: Session) -> list[dict[str, Any]]:
@@ -139,10 +142,9 @@ def _transcript(session: Session) -> list[dict[str, Any]]:
     return [node.as_runtime_dict() for node in transcript(session=session)]
 
 
-def _drive(turn: Turn, *, holder: str, token: int, session: Session | None = None) -> Turn:
-    """Run the engine and commit. ``session``: the row as read under the lane (admission), else read here."""
-    if session is None:
-        session = Session.objects.select_related("workspace").get(pk=turn.session_id)
+def _drive(turn: Turn, *, holder: str, token: int, session: Session) -> Turn:
+    """Run the engine and commit. ``session``: the row (with its workspace) as read under the
+    lane, by admission or with the turn; the only read of it in the turn."""
     turn.session = session
     first_drive = turn.drive_attempts == 1
     journal = OrmEffectJournal(workspace_id=session.workspace_id, scope=turn.scope, first_drive=first_drive)

@@ -5,12 +5,21 @@ import pytest
 
 from mobs_app import services
 from mobs_app.models import Continuity
-from sessions_app.signals import turn_committed
+from sessions_app.signals import CommittedTurn, turn_committed
 from tests.mobs.conftest import add
 
 
 def _committed(session_id: str, head_revision: int) -> None:
-    turn_committed.send(sender=None, session_id=session_id, turn_id="t", head_revision=head_revision)
+    turn = CommittedTurn(
+        session_id=session_id,
+        turn_id="t",
+        head_revision=head_revision,
+        final_text="",
+        source_key="",
+        accepted_inputs=(),
+        mob="desk",
+    )
+    turn_committed.send(sender=None, turn=turn)
 
 
 @pytest.mark.django_db
