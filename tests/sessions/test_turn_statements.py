@@ -96,3 +96,30 @@ def test_a_turn_of_a_session_that_is_no_mob_member_costs_mobs_app_no_statement(o
     assert turn.final_text == "It is 42."
     assert [sql for sql in statements if "mobs_app_" in sql] == []
     assert not [source for source in callers if "mobs_app/" in source]
+
+
+def _session_reads(statements: list[str]) -> int:
+    return sum(1 for sql in statements if _kind(sql).startswith("SELECT") and '"sessions_app_session"' in sql)
+
+
+def test_a_turn_reads_the_session_row_once(open_session, settings):
+    """Foreground: admission reads it; background: the drive reads it with the turn. Neither the
+    drive nor the after-commit drain reads it again (before: three reads for a background turn)."""
+    from django.db import transaction
+
+    from sessions_app.services import _admit, turn_drive
+
+    settings.LASHOPS_TRACE_FILE = ""
+    session = open_session(CALC, ANSWER)
+    turn, statements, _ = _turn_statements(session)
+    assert turn.final_text == "It is 42."
+    assert _session_reads(statements) == 1
+
+    with transaction.atomic():  # admitted, never dispatched: driven below
+        queued = _admit(
+            open_session(CALC, ANSWER, session_id="bg"), text="What is 6*7?", source_key="", background=True
+        )
+    with CaptureQueriesContext(connection) as captured:
+        driven = turn_drive(turn_id=queued.pk)
+    assert driven.final_text == "It is 42."
+    assert _session_reads([q["sql"] for q in captured.captured_queries]) == 1
