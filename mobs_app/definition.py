@@ -43,6 +43,37 @@ LIMIT_KEYS = (
     "max_active_frames",
     "max_frame_depth",
 )
+TOP_LEVEL_KEYS = (
+    "image_generation_provider",
+    "mob",
+    "models",
+    "profiles",
+    "wiring",
+    "topology",
+    "skills",
+    "limits",
+    "roster",
+)
+MODEL_KEYS = (
+    "provider",
+    "display_name",
+    "context_window",
+    "max_output_tokens",
+    "vision",
+    "web_search",
+    "call_timeout_secs",
+)
+PROFILE_KEYS = (
+    "model",
+    "provider",
+    "runtime_mode",
+    "peer_description",
+    "skills",
+    "external_addressable",
+    "tools",
+    "image_generation_provider",
+)
+ROSTER_KEYS = ("key", "profile", "addressability", "display_name", "labels", "context", "initial_message")
 
 
 def identity_key_problem(key: Any) -> str | None:
@@ -209,7 +240,11 @@ def _syntax_problem(exc: tomllib.TOMLDecodeError) -> dict[str, Any]:
 
 
 def parse_definition(source: str) -> ParsedDefinition:
-    """Parse and validate a TOML mob definition. Raises ``DefinitionInvalid`` listing every problem."""
+    """Parse and validate a TOML mob definition. Raises ``DefinitionInvalid`` listing every problem.
+
+    One function per section, called in the order the problems are reported in; a section that
+    refers to another (a profile's skills, the orchestrator, wiring, topology, roster profiles)
+    is read after it."""
     from mobs_app.errors import DefinitionInvalid
 
     try:
@@ -217,24 +252,42 @@ def parse_definition(source: str) -> ParsedDefinition:
     except tomllib.TOMLDecodeError as exc:
         raise DefinitionInvalid([_syntax_problem(exc)]) from None
     c = _Checker(source)
-    allowed_top = (
-        "image_generation_provider",
-        "mob",
-        "models",
-        "profiles",
-        "wiring",
-        "topology",
-        "skills",
-        "limits",
-        "roster",
-    )
+    _check_top_level(c, raw)
+    image_provider = c.string(raw, "image_generation_provider", "")
+    skills = _parse_skills(c, raw)
+    models = _parse_models(c, raw)
+    profiles = _parse_profiles(c, raw, skills=skills, models=models, image_provider=image_provider)
+    mob, mob_id, orchestrator = _parse_mob(c, raw, profiles)
+    wiring = _parse_wiring(c, raw, profiles, orchestrator=orchestrator)
+    topology = _parse_topology(c, raw, profiles)
+    limits = _parse_limits(c, raw)
+    roster = _parse_roster(c, raw, profiles)
+    if c.problems:
+        raise DefinitionInvalid(c.problems)
+    data = {
+        "mob": {"id": mob_id, "orchestrator": orchestrator or "", "description": mob.get("description", "")},
+        "image_generation_provider": image_provider,
+        "models": models,
+        "profiles": profiles,
+        "wiring": wiring,
+        "topology": topology,
+        "skills": skills,
+        "limits": limits,
+    }
+    return ParsedDefinition(mob_id=mob_id, data=data, roster=roster)
+
+
+def _check_top_level(c: _Checker, raw: dict[str, Any]) -> None:
+    """Top-level keys: refuse sections we do not support by name, and unknown ones."""
     for key in raw:
         if key in UNSUPPORTED_SECTIONS:
             c.add(key, f"[{key}] is not supported yet by LashOps; remove the section")
-        elif key not in allowed_top:
+        elif key not in TOP_LEVEL_KEYS:
             c.add(key, f"unknown section or key '{key}'")
-    image_provider = c.string(raw, "image_generation_provider", "")
 
+
+def _parse_skills(c: _Checker, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``[skills.<name>]``: inline skills (content and description)."""
     skills: dict[str, dict[str, Any]] = {}
     for name, spec in c.table(raw.get("skills", {}), "skills").items():
         path = f"skills.{name}"
@@ -245,24 +298,16 @@ def parse_definition(source: str) -> ParsedDefinition:
             c.add(f"{path}.source", 'skills from a path are not supported yet; use source = "inline" with content')
         content = c.string(spec, "content", path, required=source_kind == "inline")
         skills[name] = {"source": "inline", "content": content, "description": c.string(spec, "description", path)}
+    return skills
 
+
+def _parse_models(c: _Checker, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``[models.<name>]``: a model's provider and capabilities."""
     models: dict[str, dict[str, Any]] = {}
     for name, spec in c.table(raw.get("models", {}), "models").items():
         path = f"models.{name}"
         spec = c.table(spec, path)
-        c.keys(
-            spec,
-            path,
-            (
-                "provider",
-                "display_name",
-                "context_window",
-                "max_output_tokens",
-                "vision",
-                "web_search",
-                "call_timeout_secs",
-            ),
-        )
+        c.keys(spec, path, MODEL_KEYS)
         models[name] = {
             "provider": c.string(spec, "provider", path, required=True),
             "display_name": c.string(spec, "display_name", path),
@@ -272,7 +317,19 @@ def parse_definition(source: str) -> ParsedDefinition:
             "web_search": c.boolean(spec, "web_search", path),
             "call_timeout_secs": c.integer(spec, "call_timeout_secs", path, minimum=1),
         }
+    return models
 
+
+def _parse_profiles(
+    c: _Checker,
+    raw: dict[str, Any],
+    *,
+    skills: dict[str, dict[str, Any]],
+    models: dict[str, dict[str, Any]],
+    image_provider: str,
+) -> dict[str, dict[str, Any]]:
+    """``[profiles.<name>]`` (+ ``.tools``): at least one; skills must be declared, the provider
+    defaults to the model's, the image provider to the mob's."""
     profiles: dict[str, dict[str, Any]] = {}
     raw_profiles = c.table(raw.get("profiles", {}), "profiles")
     if not raw_profiles:
@@ -282,30 +339,10 @@ def parse_definition(source: str) -> ParsedDefinition:
         if not NAME_RE.match(name):
             c.add(path, "a profile name uses letters, digits, '_', '.', '-' (at most 63)")
         spec = c.table(spec, path)
-        c.keys(
-            spec,
-            path,
-            (
-                "model",
-                "provider",
-                "runtime_mode",
-                "peer_description",
-                "skills",
-                "external_addressable",
-                "tools",
-                "image_generation_provider",
-            ),
-            UNSUPPORTED_PROFILE_KEYS,
-        )
+        c.keys(spec, path, PROFILE_KEYS, UNSUPPORTED_PROFILE_KEYS)
         model = c.string(spec, "model", path, required=True)
         provider = c.string(spec, "provider", path) or models.get(model, {}).get("provider", "")
-        skill_names = spec.get("skills", [])
-        if not isinstance(skill_names, list) or not all(isinstance(s, str) for s in skill_names):
-            c.add(f"{path}.skills", "must be a list of skill names")
-            skill_names = []
-        for i, skill in enumerate(skill_names):
-            if skill not in skills:
-                c.add(f"{path}.skills", f"skills[{i}] names '{skill}', which has no [skills.{skill}]")
+        skill_names = _profile_skills(c, spec, path, skills)
         tools_raw = c.table(spec.get("tools", {}), f"{path}.tools")
         c.keys(tools_raw, f"{path}.tools", TOOL_FLAGS, UNSUPPORTED_TOOL_KEYS)
         tools = {flag: c.boolean(tools_raw, flag, f"{path}.tools", default=False) for flag in TOOL_FLAGS}
@@ -319,7 +356,26 @@ def parse_definition(source: str) -> ParsedDefinition:
             "tools": tools,
             "image_generation_provider": c.string(spec, "image_generation_provider", path) or image_provider,
         }
+    return profiles
 
+
+def _profile_skills(c: _Checker, spec: dict[str, Any], path: str, skills: dict[str, dict[str, Any]]) -> list[str]:
+    """A profile's ``skills``: a list of names, each with its ``[skills.<name>]``."""
+    skill_names = spec.get("skills", [])
+    if not isinstance(skill_names, list) or not all(isinstance(s, str) for s in skill_names):
+        c.add(f"{path}.skills", "must be a list of skill names")
+        skill_names = []
+    for i, skill in enumerate(skill_names):
+        if skill not in skills:
+            c.add(f"{path}.skills", f"skills[{i}] names '{skill}', which has no [skills.{skill}]")
+    return skill_names
+
+
+def _parse_mob(
+    c: _Checker, raw: dict[str, Any], profiles: dict[str, dict[str, Any]]
+) -> tuple[dict[str, Any], str, str | None]:
+    """``[mob]``: required, with an id; the orchestrator (a profile name or ``{ profile = ... }``)
+    must name a profile. Returns the table, the id and the orchestrator."""
     mob = c.table(raw.get("mob"), "mob") if "mob" in raw else {}
     if "mob" not in raw:
         c.add("mob", "[mob] with an id is required")
@@ -337,7 +393,14 @@ def parse_definition(source: str) -> ParsedDefinition:
             orchestrator = None
         elif orchestrator not in profiles:
             c.add("mob.orchestrator", f"names profile '{orchestrator}', which has no [profiles.{orchestrator}]")
+    return mob, mob_id, orchestrator
 
+
+def _parse_wiring(
+    c: _Checker, raw: dict[str, Any], profiles: dict[str, dict[str, Any]], *, orchestrator: str | None
+) -> dict[str, Any]:
+    """``[wiring]``: ``[[wiring.role_wiring]]`` pairs of profiles, and ``auto_wire_orchestrator``
+    (which needs an orchestrator)."""
     wiring_raw = c.table(raw.get("wiring", {}), "wiring")
     c.keys(wiring_raw, "wiring", ("auto_wire_orchestrator", "role_wiring"))
     role_wiring: list[dict[str, str]] = []
@@ -357,7 +420,11 @@ def parse_definition(source: str) -> ParsedDefinition:
     auto_wire = c.boolean(wiring_raw, "auto_wire_orchestrator", "wiring")
     if auto_wire and not orchestrator:
         c.add("wiring.auto_wire_orchestrator", "needs [mob] orchestrator")
+    return {"auto_wire_orchestrator": auto_wire, "role_wiring": role_wiring}
 
+
+def _parse_topology(c: _Checker, raw: dict[str, Any], profiles: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``[topology]``: the mode and ``rules`` between profiles (``*`` for any)."""
     topo_raw = c.table(raw.get("topology", {}), "topology")
     c.keys(topo_raw, "topology", ("mode", "rules"))
     # Read before the problems are counted: read later, a bad mode was reported to no one.
@@ -377,7 +444,11 @@ def parse_definition(source: str) -> ParsedDefinition:
             if value and value != "*" and value not in profiles:
                 c.add(f"{path}.{end}", f"names profile '{value}', which has no [profiles.{value}]")
         topo_rules.append({"from_role": from_role, "to_role": to_role, "allowed": c.boolean(rule, "allowed", path)})
+    return {"mode": topology_mode, "rules": topo_rules}
 
+
+def _parse_limits(c: _Checker, raw: dict[str, Any]) -> dict[str, int | None]:
+    """``[limits]``: non-negative integers; ``max_sessions`` at least 1."""
     limits_raw = c.table(raw.get("limits", {}), "limits")
     c.keys(limits_raw, "limits", LIMIT_KEYS)
     limits: dict[str, int | None] = {}
@@ -388,69 +459,61 @@ def parse_definition(source: str) -> ParsedDefinition:
             c.add("limits.max_sessions", "max_sessions must be greater than 0 (0 would admit no member sessions)")
             continue
         limits[key] = c.integer(limits_raw, key, "limits", minimum=1 if key == "max_sessions" else 0)
+    return limits
 
-    roster: list[dict[str, Any]] | None = None
-    if "roster" in raw:
-        roster = []
-        entries = raw["roster"]
-        if not isinstance(entries, list):
-            c.add("roster", "must be an array of tables [[roster]]")
-            entries = []
-        seen: dict[str, int] = {}
-        for i, entry in enumerate(entries):
-            path = f"roster[{i}]"
-            entry = c.table(entry, path)
-            c.keys(
-                entry,
-                path,
-                ("key", "profile", "addressability", "display_name", "labels", "context", "initial_message"),
-            )
-            key = entry.get("key")
-            problem = identity_key_problem(key)
-            if problem:
-                c.add(f"{path}.key", problem)
-            elif key in seen:
-                c.add(f"{path}.key", f"identity '{key}' is already declared at roster[{seen[key]}]")
-            else:
-                seen[key] = i
-            profile = c.string(entry, "profile", path, required=True)
-            if profile and profile not in profiles:
-                c.add(f"{path}.profile", f"names profile '{profile}', which has no [profiles.{profile}]")
-            elif profile and not profiles[profile]["tools"]["comms"]:
-                c.add(f"{path}.profile", f"profile '{profile}' lacks tools.comms = true, so it cannot spawn members")
-            labels = entry.get("labels", {})
-            if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-                c.add(f"{path}.labels", "must be a table of strings")
-                labels = {}
-            context = entry.get("context", {})
-            if not isinstance(context, dict):
-                c.add(f"{path}.context", "must be a table")
-                context = {}
-            roster.append(
-                {
-                    "key": key if isinstance(key, str) else "",
-                    "profile": profile,
-                    "addressability": c.choice(entry, "addressability", path, ADDRESSABILITY, "addressable"),
-                    "display_name": c.string(entry, "display_name", path),
-                    "labels": labels,
-                    "context": context,
-                    "initial_message": c.string(entry, "initial_message", path),
-                }
-            )
 
-    if c.problems:
-        raise DefinitionInvalid(c.problems)
-    data = {
-        "mob": {"id": mob_id, "orchestrator": orchestrator or "", "description": mob.get("description", "")},
-        "image_generation_provider": image_provider,
-        "models": models,
-        "profiles": profiles,
-        "wiring": {"auto_wire_orchestrator": auto_wire, "role_wiring": role_wiring},
-        "topology": {"mode": topology_mode, "rules": topo_rules},
-        "skills": skills,
-        "limits": limits,
+def _parse_roster(c: _Checker, raw: dict[str, Any], profiles: dict[str, dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """``[[roster]]``: the declared identities (None when the TOML has no roster)."""
+    if "roster" not in raw:
+        return None
+    roster: list[dict[str, Any]] = []
+    entries = raw["roster"]
+    if not isinstance(entries, list):
+        c.add("roster", "must be an array of tables [[roster]]")
+        entries = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        roster.append(_parse_roster_entry(c, entry, f"roster[{i}]", i, profiles, seen))
+    return roster
+
+
+def _parse_roster_entry(
+    c: _Checker, entry: Any, path: str, index: int, profiles: dict[str, dict[str, Any]], seen: dict[str, int]
+) -> dict[str, Any]:
+    """One ``[[roster]]`` entry: a unique valid key, a profile that can spawn members (tools.comms),
+    labels (a table of strings) and context (a table). ``seen`` maps keys to their first index."""
+    entry = c.table(entry, path)
+    c.keys(entry, path, ROSTER_KEYS)
+    key = entry.get("key")
+    problem = identity_key_problem(key)
+    if problem:
+        c.add(f"{path}.key", problem)
+    elif key in seen:
+        c.add(f"{path}.key", f"identity '{key}' is already declared at roster[{seen[key]}]")
+    else:
+        seen[key] = index
+    profile = c.string(entry, "profile", path, required=True)
+    if profile and profile not in profiles:
+        c.add(f"{path}.profile", f"names profile '{profile}', which has no [profiles.{profile}]")
+    elif profile and not profiles[profile]["tools"]["comms"]:
+        c.add(f"{path}.profile", f"profile '{profile}' lacks tools.comms = true, so it cannot spawn members")
+    labels = entry.get("labels", {})
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        c.add(f"{path}.labels", "must be a table of strings")
+        labels = {}
+    context = entry.get("context", {})
+    if not isinstance(context, dict):
+        c.add(f"{path}.context", "must be a table")
+        context = {}
+    return {
+        "key": key if isinstance(key, str) else "",
+        "profile": profile,
+        "addressability": c.choice(entry, "addressability", path, ADDRESSABILITY, "addressable"),
+        "display_name": c.string(entry, "display_name", path),
+        "labels": labels,
+        "context": context,
+        "initial_message": c.string(entry, "initial_message", path),
     }
-    return ParsedDefinition(mob_id=mob_id, data=data, roster=roster)
 
 
 def max_sessions_of(data: dict[str, Any], default: int = DEFAULT_MAX_SESSIONS) -> int:

@@ -36,7 +36,7 @@ from mobs_app.errors import (
 )
 from mobs_app.journal import ledger_append, ledger_append_many
 from mobs_app.leases import Acquired, identity_lease_acquire, lease_holder_id, lease_provider
-from mobs_app.members import MemberSpec, member_session_id, member_sessions
+from mobs_app.members import MemberSessions, MemberSpec, member_session_id, member_sessions
 from mobs_app.models import Continuity, Edge, Identity, Mob, MobDefinition, Profile
 from mobs_app.topology import canonical, wiring_edges
 
@@ -355,24 +355,9 @@ def identity_materialize(*, identity: Identity, retry_broken: bool = False) -> I
     claimable = [Identity.State.DORMANT] + ([Identity.State.BROKEN] if retry_broken else [])
     if not Identity.objects.filter(pk=identity.pk, state__in=claimable).exists():
         return _wait_settled(identity)
-    # The identity lease and the claim commit together, the lease first (the order of every
-    # writer under the lease): a warming identity always has a live lease of its claimant, which
-    # is how the warming sweep tells a claimant that died (mobs_app.warming); one killed before
-    # the commit claimed nothing.
-    try:
-        with transaction.atomic():
-            grant = identity_lease_acquire(key=identity.lease_key)
-            if not Identity.objects.filter(pk=identity.pk, state__in=claimable).update(
-                state=Identity.State.WARMING, broken_reason="", updated_at=timezone.now()
-            ):
-                raise _ClaimedMeanwhile  # rolls the lease back with it
-    except _ClaimedMeanwhile:
-        lease_provider().release(identity.lease_key, token=grant.token)  # a provider outside the database
-        return _wait_settled(identity)
-    except LeaseHeld:
-        if Identity.objects.filter(pk=identity.pk, state=Identity.State.WARMING).exists():
-            return _wait_settled(identity)  # another caller claimed it first: coalesce
-        raise
+    grant = _identity_claim(identity, claimable)
+    if grant is None:
+        return _wait_settled(identity)  # another caller claimed it first: coalesce
     mob = identity.mob
     took_capacity = False
     try:
@@ -387,45 +372,18 @@ def identity_materialize(*, identity: Identity, retry_broken: bool = False) -> I
         else:
             _capacity_take(mob)
             took_capacity = True
-            request = {"model": spec.model, "system_prompt": spec.system_prompt, "labels": spec.labels}
-            hooks.run_strict("before_create", request)
-            spec.model, spec.system_prompt, spec.labels = request["model"], request["system_prompt"], request["labels"]
-            session_id = member_session_id(mob_pk=mob.pk, identity=identity.key, generation=generation)
-            session_id = backend.open(workspace=mob.workspace, session_id=session_id, spec=spec, resume=False)
-            hooks.run("after_create", session_id, {"model": spec.model, "labels": spec.labels})
-        with transaction.atomic():
-            continuity_bind(
-                identity=identity,
-                token=grant.token,
-                session_id=session_id,
-                generation=generation,
-                checkpoint_version=version,
-                runtime_instance=grant.holder,
-            )
-            Identity.objects.filter(pk=identity.pk).update(
-                state=Identity.State.ACTIVE,
-                materializations=F("materializations") + 1,
-                revision=mob.active_revision.revision,
-            )
-            entries = [
-                (
-                    "member_materialized",
-                    identity.key,
-                    {"session_id": session_id, "resumed": resume, "generation": generation},
-                )
-            ]
-            if not resume:
-                entries.append(("member_spawned", identity.key, {"session_id": session_id, "profile": spec.profile}))
-            ledger_append_many(mob=mob, entries=entries)
-        if not resume and identity.initial_message:
-            backend.deliver(
-                workspace=mob.workspace,
-                session_id=session_id,
-                text=identity.initial_message,
-                source_key=f"mob:{mob.pk}:initial:{identity.pk}:g{generation}",
-            )
+            session_id = _member_spawn(backend, mob=mob, identity=identity, spec=spec, generation=generation)
+        _member_activate(
+            identity=identity,
+            mob=mob,
+            grant=grant,
+            session_id=session_id,
+            generation=generation,
+            version=version,
+            spawned_profile=None if resume else spec.profile,
+        )
         if not resume:
-            hooks.run("post_spawn", mob, identity.key, session_id)
+            _member_spawned(backend, mob=mob, identity=identity, session_id=session_id, generation=generation)
     except CapacityExceeded as exc:
         Identity.objects.filter(pk=identity.pk, state=Identity.State.WARMING).update(state=Identity.State.DORMANT)
         hooks.run("on_error", mob, "spawn_failure", identity.key, exc.message)
@@ -439,6 +397,92 @@ def identity_materialize(*, identity: Identity, retry_broken: bool = False) -> I
     finally:
         lease_provider().release(identity.lease_key, token=grant.token)
     return identity_get(mob=mob, key=identity.key)
+
+
+def _identity_claim(identity: Identity, claimable: list[str]) -> Acquired | None:
+    """Take the identity lease and claim the identity (-> warming); None when another caller
+    claimed it first (the caller coalesces). The identity lease and the claim commit together,
+    the lease first (the order of every writer under the lease): a warming identity always has
+    a live lease of its claimant, which is how the warming sweep tells a claimant that died
+    (mobs_app.warming); one killed before the commit claimed nothing."""
+    try:
+        with transaction.atomic():
+            grant = identity_lease_acquire(key=identity.lease_key)
+            if not Identity.objects.filter(pk=identity.pk, state__in=claimable).update(
+                state=Identity.State.WARMING, broken_reason="", updated_at=timezone.now()
+            ):
+                raise _ClaimedMeanwhile  # rolls the lease back with it
+    except _ClaimedMeanwhile:
+        lease_provider().release(identity.lease_key, token=grant.token)  # a provider outside the database
+        return None
+    except LeaseHeld:
+        if Identity.objects.filter(pk=identity.pk, state=Identity.State.WARMING).exists():
+            return None
+        raise
+    return grant
+
+
+def _member_spawn(backend: MemberSessions, *, mob: Mob, identity: Identity, spec: MemberSpec, generation: int) -> str:
+    """Open a new member session for ``identity`` (the ``before_create`` hook may change the
+    model, prompt and labels first). Returns its id."""
+    request = {"model": spec.model, "system_prompt": spec.system_prompt, "labels": spec.labels}
+    hooks.run_strict("before_create", request)
+    spec.model, spec.system_prompt, spec.labels = request["model"], request["system_prompt"], request["labels"]
+    session_id = member_session_id(mob_pk=mob.pk, identity=identity.key, generation=generation)
+    session_id = backend.open(workspace=mob.workspace, session_id=session_id, spec=spec, resume=False)
+    hooks.run("after_create", session_id, {"model": spec.model, "labels": spec.labels})
+    return session_id
+
+
+def _member_activate(
+    *,
+    identity: Identity,
+    mob: Mob,
+    grant: Acquired,
+    session_id: str,
+    generation: int,
+    version: int,
+    spawned_profile: str | None,
+) -> None:
+    """One transaction: bind continuity under the lease, mark the identity active, and append
+    ``member_materialized`` (and ``member_spawned`` for a new session: ``spawned_profile``)."""
+    resume = spawned_profile is None
+    with transaction.atomic():
+        continuity_bind(
+            identity=identity,
+            token=grant.token,
+            session_id=session_id,
+            generation=generation,
+            checkpoint_version=version,
+            runtime_instance=grant.holder,
+        )
+        Identity.objects.filter(pk=identity.pk).update(
+            state=Identity.State.ACTIVE,
+            materializations=F("materializations") + 1,
+            revision=mob.active_revision.revision,
+        )
+        entries = [
+            (
+                "member_materialized",
+                identity.key,
+                {"session_id": session_id, "resumed": resume, "generation": generation},
+            )
+        ]
+        if not resume:
+            entries.append(("member_spawned", identity.key, {"session_id": session_id, "profile": spawned_profile}))
+        ledger_append_many(mob=mob, entries=entries)
+
+
+def _member_spawned(backend: MemberSessions, *, mob: Mob, identity: Identity, session_id: str, generation: int) -> None:
+    """After a new member session is active: its initial message, then the ``post_spawn`` hook."""
+    if identity.initial_message:
+        backend.deliver(
+            workspace=mob.workspace,
+            session_id=session_id,
+            text=identity.initial_message,
+            source_key=f"mob:{mob.pk}:initial:{identity.pk}:g{generation}",
+        )
+    hooks.run("post_spawn", mob, identity.key, session_id)
 
 
 # --- lifecycle ------------------------------------------------------------------------------
