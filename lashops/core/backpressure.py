@@ -20,7 +20,8 @@ channels 4.3.2):
   Twisted TCP transport (``twisted.internet.abstract.FileDescriptor``);
 * channels' ``SessionMiddleware`` (in ``AuthMiddlewareStack``) wraps that send in
   ``InstanceSessionWrapper.send``, which keeps the original as ``real_send``; a consumer keeps what
-  it was given as ``self.base_send``;
+  it was given as ``self.base_send``; a send wrapper of ours must set ``__wrapped__`` to the send
+  it wraps (``wrap_send``), or the gate cannot see through it;
 * the transport already has a producer: twisted.web's ``HTTPChannel`` registers itself in
   ``connectionMade`` and daphne's WebSocket upgrade never unregisters it (autobahn registers
   none). ``registerProducer`` refuses a second one, so the gate takes that producer's place and
@@ -113,11 +114,20 @@ def _daphne_protocol(send: Any) -> Any | None:
             if type(server).__module__ == "daphne.server" and send.func.__name__ == "handle_reply" and send.args:
                 return send.args[0]
             return None
-        inner = getattr(getattr(send, "__self__", None), "real_send", None)  # channels' InstanceSessionWrapper
+        # Our own wrappers name what they wrap in ``__wrapped__`` (lashops.core.middleware,
+        # lashops.core.consumers); channels' InstanceSessionWrapper keeps it as ``real_send``.
+        inner = getattr(send, "__wrapped__", None) or getattr(getattr(send, "__self__", None), "real_send", None)
         if inner is None:
             return None
         send = inner
     return None
+
+
+def wrap_send(wrapper: Any, send: Any) -> Any:
+    """Mark ``wrapper`` as wrapping ``send`` so ``write_gate`` can find daphne behind it; every
+    ASGI middleware of ours that replaces ``send`` returns its wrapper through this."""
+    wrapper.__wrapped__ = send
+    return wrapper
 
 
 def _under_twisted() -> bool:

@@ -158,7 +158,7 @@ def _accepting_with(send: Any, subprotocol: str) -> Any:
             message = {**message, "subprotocol": subprotocol}
         await send(message)
 
-    return wrapped
+    return backpressure.wrap_send(wrapped, send)
 
 
 class ReplayingConsumer(AsyncJsonWebsocketConsumer):

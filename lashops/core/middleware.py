@@ -11,6 +11,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from lashops.core import backpressure
 from lashops.core.validation import text_problem
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class WebSocketDatabaseGuard:
             await send(message)
 
         try:
-            await self.app(scope, receive, tracked_send)
+            await self.app(scope, receive, backpressure.wrap_send(tracked_send, send))
         except Exception as exc:
             if not database_unreachable(exc) or state["closed"]:
                 raise
