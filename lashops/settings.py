@@ -209,7 +209,7 @@ LASHOPS_MOB_TOPOLOGY_PROVIDER = env_str("LASHOPS_MOB_TOPOLOGY_PROVIDER", "")
 # Console frames older than this are deleted hourly in batches (in-flight frames are kept).
 LASHOPS_CONSOLE_RETENTION_DAYS = env_float("LASHOPS_CONSOLE_RETENTION_DAYS", 30.0, minimum=0.0)
 LASHOPS_CONSOLE_PRUNE_BATCH = env_int("LASHOPS_CONSOLE_PRUNE_BATCH", 1000, minimum=1)
-CELERY_BEAT_SCHEDULE["lashops-mobs-console-prune"] = {"task": "mobs_app.console_prune", "schedule": 3600.0}
+CELERY_BEAT_SCHEDULE["lashops-mobs-console-prune"] = {"task": "lashops.mobs.console_prune", "schedule": 3600.0}
 # A console frame whose delivery fails transiently is retried: at most ATTEMPTS attempts, the n-th
 # retry RETRY_BASE * 2**(n-1) seconds after the failure (capped at RETRY_MAX). A frame accepted but
 # never picked up, or still dispatching, DELIVERY_TIMEOUT seconds on is taken over by the sweep.
@@ -219,13 +219,13 @@ LASHOPS_CONSOLE_RETRY_MAX_SECONDS = env_float("LASHOPS_CONSOLE_RETRY_MAX_SECONDS
 LASHOPS_CONSOLE_DELIVERY_TIMEOUT = env_float("LASHOPS_CONSOLE_DELIVERY_TIMEOUT", 120.0, minimum=1.0)
 LASHOPS_CONSOLE_SWEEP_SECONDS = env_float("LASHOPS_CONSOLE_SWEEP_SECONDS", 2.0, minimum=0.1)
 CELERY_BEAT_SCHEDULE["lashops-mobs-console-deliveries-sweep"] = {
-    "task": "mobs_app.console_deliveries_sweep",
+    "task": "lashops.mobs.console_deliveries_sweep",
     "schedule": LASHOPS_CONSOLE_SWEEP_SECONDS,
 }
 # Warms asked for by a bootstrap whose process ended first are finished by this sweep.
 LASHOPS_MOB_WARM_SWEEP_SECONDS = env_float("LASHOPS_MOB_WARM_SWEEP_SECONDS", 5.0, minimum=0.1)
 CELERY_BEAT_SCHEDULE["lashops-mobs-warming-sweep"] = {
-    "task": "mobs_app.warming_sweep",
+    "task": "lashops.mobs.warming_sweep",
     "schedule": LASHOPS_MOB_WARM_SWEEP_SECONDS,
 }
 # "before_create=pkg.mod:fn,on_error=pkg.mod:fn2" (a hook may be named several times)

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+from lashops.celery import task
 
 
-@shared_task(name="mobs_app.frame_deliver")
+@task(name="lashops.mobs.frame_deliver", formerly="mobs_app.frame_deliver")
 def frame_deliver_task(*, frame_pk: int, attempts: int | None = None) -> None:
     from mobs_app.delivery import frame_deliver
 
     frame_deliver(frame_pk=frame_pk, attempts=attempts)
 
 
-@shared_task(name="mobs_app.console_deliveries_sweep")
+@task(name="lashops.mobs.console_deliveries_sweep", formerly="mobs_app.console_deliveries_sweep")
 def console_deliveries_sweep_task() -> dict[str, int]:
     from mobs_app.delivery import console_deliveries_sweep
 
     return console_deliveries_sweep()
 
 
-@shared_task(name="mobs_app.mob_warm")
+@task(name="lashops.mobs.mob_warm", formerly="mobs_app.mob_warm")
 def mob_warm_task(*, mob_pk: int, concurrency: int) -> None:
     from mobs_app.models import Mob
     from mobs_app.services import mob_warm
@@ -29,7 +29,7 @@ def mob_warm_task(*, mob_pk: int, concurrency: int) -> None:
         mob_warm(mob=mob, concurrency=concurrency)
 
 
-@shared_task(name="mobs_app.identity_warm")
+@task(name="lashops.mobs.identity_warm", formerly="mobs_app.identity_warm")
 def identity_warm_task(*, identity_pk: int) -> None:
     from mobs_app.models import Identity
     from mobs_app.services import identity_materialize
@@ -42,14 +42,14 @@ def identity_warm_task(*, identity_pk: int) -> None:
             pass
 
 
-@shared_task(name="mobs_app.console_prune")
+@task(name="lashops.mobs.console_prune", formerly="mobs_app.console_prune")
 def console_prune_task() -> int:
     from mobs_app.journal import console_frames_prune
 
     return console_frames_prune()
 
 
-@shared_task(name="mobs_app.warming_sweep")
+@task(name="lashops.mobs.warming_sweep", formerly="mobs_app.warming_sweep")
 def warming_sweep_task() -> dict[str, int]:
     from mobs_app.warming import mob_warming_sweep
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
-
+from lashops.celery import task
 from sessions_app.errors import SessionBusy
 
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="lashops.sessions.drive_turn")
+@task(name="lashops.sessions.turn_drive", formerly="lashops.sessions.drive_turn")
 def drive_turn_task(*, turn_id: str) -> None:
     from sessions_app.services import turn_drive
 
@@ -22,7 +21,7 @@ def drive_turn_task(*, turn_id: str) -> None:
         log.info("turn %s not driven here: %s", turn_id, exc.message)
 
 
-@shared_task(name="lashops.sessions.turns_sweep")
+@task(name="lashops.sessions.turns_sweep")
 def turns_sweep_task() -> list[str]:
     from sessions_app.services import turns_sweep
 

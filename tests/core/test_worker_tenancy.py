@@ -61,7 +61,7 @@ def two_tenants(db, settings, workspace, other_workspace):
     expires = timezone.now() + timedelta(seconds=60)
     with ExitStack() as stack:
         for work in (a, b):
-            stack.enter_context(heartbeat.track("lashops.sessions.drive_turn", turn_id=work.turn))
+            stack.enter_context(heartbeat.track("lashops.sessions.turn_drive", turn_id=work.turn))
             stack.enter_context(heartbeat.track("lashops.processes.drive", process_id=work.process))
             stack.enter_context(heartbeat.track("lashops.mobs.identity_warm", identity_pk=work.identity_pk))
             for scope, key in (("session", work.session), ("process", work.process), ("identity", work.identity_lease)):

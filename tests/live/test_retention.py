@@ -117,10 +117,10 @@ def test_console_prune_runs_on_beat_and_the_in_process_scheduler():
     from lashops.core import scheduler
 
     entry = settings.CELERY_BEAT_SCHEDULE["lashops-mobs-console-prune"]
-    assert entry["task"] == "mobs_app.console_prune"
-    assert ("lashops-mobs-console-prune", "mobs_app.console_prune", 3600.0) in scheduler._entries()
+    assert entry["task"] == "lashops.mobs.console_prune"
+    assert ("lashops-mobs-console-prune", "lashops.mobs.console_prune", 3600.0) in scheduler._entries()
     celery_app.loader.import_default_modules()
-    assert "mobs_app.console_prune" in celery_app.tasks
+    assert "lashops.mobs.console_prune" in celery_app.tasks
     assert scheduler.run_due({"lashops-mobs-console-prune": 0.0}, 1.0) == ["lashops-mobs-console-prune"]
 
 

@@ -253,9 +253,12 @@ def test_the_delivery_sweep_runs_on_beat_and_the_in_process_scheduler(mob, flaky
 
     name = "lashops-mobs-console-deliveries-sweep"
     entry = settings.CELERY_BEAT_SCHEDULE[name]
-    assert entry == {"task": "mobs_app.console_deliveries_sweep", "schedule": settings.LASHOPS_CONSOLE_SWEEP_SECONDS}
+    assert entry == {
+        "task": "lashops.mobs.console_deliveries_sweep",
+        "schedule": settings.LASHOPS_CONSOLE_SWEEP_SECONDS,
+    }
     celery_app.loader.import_default_modules()
-    assert "mobs_app.console_deliveries_sweep" in celery_app.tasks
+    assert "lashops.mobs.console_deliveries_sweep" in celery_app.tasks
     add(mob, "alice")
     accepted = identity_send(mob=mob, key="alice", text="hi")
     ConsoleFrame.objects.update(next_attempt_at=timezone.now() - timedelta(seconds=1))

@@ -156,4 +156,6 @@ def test_a_live_warmer_is_left_alone_and_a_second_warmer_skips(desk):
 def test_the_warming_sweep_is_on_the_beat_schedule_and_so_on_the_in_process_scheduler():
     from lashops.core.scheduler import _entries
 
-    assert ("lashops-mobs-warming-sweep", "mobs_app.warming_sweep") in {(name, task) for name, task, _ in _entries()}
+    assert ("lashops-mobs-warming-sweep", "lashops.mobs.warming_sweep") in {
+        (name, task) for name, task, _ in _entries()
+    }
