@@ -25,12 +25,13 @@ def test_turn_sweep_redrives_a_stranded_turn(workspace, settings):
 
     from sessions_app import services
     from sessions_app.models import Turn
-    from tests.sessions.conftest import scripted, wait_for
+    from tests.sessions.conftest import scripted
+    from tests.support.polling import wait_until
 
     settings.LASHOPS_TURN_SWEEP_GRACE = 0
     session, _ = services.session_open(workspace=workspace, session_id="lost", model=scripted({"text": "back"}))
     with transaction.atomic():  # admitted, but its dispatch never happened (a lost message)
         turn = services._admit(session, text="hello?", source_key="", background=True)
     assert services.turns_sweep() == [turn.pk]
-    assert wait_for(lambda: Turn.objects.get(pk=turn.pk).status == "committed")
+    assert wait_until(lambda: Turn.objects.get(pk=turn.pk).status == "committed")
     assert Turn.objects.get(pk=turn.pk).final_text == "back"

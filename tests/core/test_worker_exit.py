@@ -11,13 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from lashops.core.models import Event, WorkerHeartbeat
 from lashops.core.selectors import worker_report
 from lashops.core.services import workers_sweep
+from tests.support.polling import wait_until
 from tests.workers import ROOT, current_database_url, die_with_parent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,16 +46,6 @@ def _env(**extra: str) -> dict[str, str]:
         **extra,
     )
     return env
-
-
-def _wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def _row(pid: int) -> WorkerHeartbeat | None:
@@ -111,10 +101,10 @@ def test_a_sigkilled_worker_is_dead_at_once_on_its_host_and_leaves_the_default_v
     )
     try:
         assert proc.stdout.readline().strip() == "beating"
-        _wait_for(lambda: _row(proc.pid))
+        wait_until(lambda: _row(proc.pid), timeout=30.0)
         assert _listed(api)[proc.pid] == "healthy"
         proc.send_signal(signal.SIGKILL)
-        _wait_for(lambda: _row(proc.pid).last_beat_at and _proc_state(proc.pid) in ("Z", None))
+        wait_until(lambda: _row(proc.pid).last_beat_at and _proc_state(proc.pid) in ("Z", None), timeout=30.0)
         # Not reaped yet (a zombie), then reaped: both are a process that is gone.
         assert _listed(api, "?all=1")[proc.pid] == "dead"
         proc.wait(timeout=10)
@@ -168,13 +158,13 @@ def test_a_server_restart_leaves_only_the_new_process_listed(api, workspace, sta
     env = {"LASHOPS_WORKER_HEARTBEAT": "1", "LASHOPS_WORKER_BEAT_SECONDS": "0.2", "LASHOPS_SCHEDULER": "0"}
     first = Server(log_path=tmp_path / "first.log", extra_env=env).start()
     try:
-        old = _wait_for(lambda: _row(first.proc.pid))
+        old = wait_until(lambda: _row(first.proc.pid), timeout=30.0)
         first.stop()
     finally:
         first.kill()
     second = Server(log_path=tmp_path / "second.log", extra_env=env).start()
     try:
-        new = _wait_for(lambda: _row(second.proc.pid))
+        new = wait_until(lambda: _row(second.proc.pid), timeout=30.0)
         old.refresh_from_db()
         expected = "stopped" if lifespan == "on" else "dead"
         assert (old.stopped_at is not None) == (lifespan == "on"), (tmp_path / "first.log").read_text()[-2000:]

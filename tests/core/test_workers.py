@@ -1,7 +1,6 @@
 """Worker heartbeats: beats upsert one row per runner process; a worker that stops beating is
 stale and the leases its processes still hold are reported at risk."""
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -11,16 +10,7 @@ from lashops.core import heartbeat
 from lashops.core.models import Lease, WorkerHeartbeat
 from lashops.core.selectors import worker_report
 from lashops.core.services import workers_prune
-
-
-def wait_until(predicate, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
+from tests.support.polling import wait_until
 
 
 def _beater(settings, worker_id: str = "w1") -> heartbeat.Beater:
@@ -97,14 +87,20 @@ def test_a_killed_celery_worker_is_dead_at_once_with_its_lease_at_risk(broker_ur
     try:
         with celery_app_on(broker_url) as app:
             worker.wait_ready(app)
-        row = wait_until(lambda: WorkerHeartbeat.objects.filter(worker_id__startswith=worker.name).first())
+        row = wait_until(
+            lambda: WorkerHeartbeat.objects.filter(worker_id__startswith=worker.name).first(),
+            timeout=20.0,
+            interval=0.1,
+        )
         assert row.kind == "celery" and row.queues == ["lashops"] and row.pid != worker.pid  # a pool process
         Lease.objects.create(
             scope="process", key="p1", holder=f"{row.holder_prefix}n1", token=1,
             expires_at=timezone.now() + timedelta(seconds=60),
         )  # fmt: skip
         worker.kill()
-        dead = wait_until(lambda: [w for w in worker_report(workspace=None) if w["health"] == "dead"], timeout=10)
+        dead = wait_until(
+            lambda: [w for w in worker_report(workspace=None) if w["health"] == "dead"], timeout=10, interval=0.1
+        )
         assert dead[0]["worker_id"] == row.worker_id
         assert dead[0]["at_risk"] == [
             {"scope": "process", "key": "p1", "expires_at": dead[0]["at_risk"][0]["expires_at"]}
@@ -132,7 +128,11 @@ def test_a_celery_worker_shut_down_cleanly_is_stopped_not_stale(broker_url, sett
     try:
         with celery_app_on(broker_url) as app:
             worker.wait_ready(app)
-        row = wait_until(lambda: WorkerHeartbeat.objects.filter(worker_id__startswith=worker.name).first())
+        row = wait_until(
+            lambda: WorkerHeartbeat.objects.filter(worker_id__startswith=worker.name).first(),
+            timeout=20.0,
+            interval=0.1,
+        )
         os.kill(worker.pid, signal.SIGTERM)
         worker.proc.wait(timeout=30)
         row.refresh_from_db()

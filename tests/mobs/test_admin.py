@@ -68,14 +68,14 @@ def test_identity_action_reports_a_held_lease_as_an_error(staff, mob):
 
 @pytest.mark.django_db(transaction=True)
 def test_warm_actions_materialize_dormant_identities_in_the_background(staff, mob, recording_sessions):
-    from tests.sessions.conftest import wait_for
+    from tests.support.polling import wait_until
 
     alice, bob = add(mob, "alice"), add(mob, "bob")
     assert "Warming started" in _act(staff, "identity", "warm", [alice.pk])
-    wait_for(lambda: Identity.objects.get(pk=alice.pk).state == "active")
+    wait_until(lambda: Identity.objects.get(pk=alice.pk).state == "active")
     assert Identity.objects.get(pk=bob.pk).state == "dormant"
     assert "Warming started: 1" in _act(staff, "mob", "warm", [mob.pk])
-    wait_for(lambda: Identity.objects.get(pk=bob.pk).state == "active")
+    wait_until(lambda: Identity.objects.get(pk=bob.pk).state == "active")
     assert Mob.objects.get(pk=mob.pk).bootstrap_mode == "lazy_background_warm"
 
 

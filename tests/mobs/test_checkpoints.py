@@ -42,7 +42,7 @@ def test_checkpoint_version_only_moves_forward_within_the_generation(mob):
 @pytest.mark.django_db(transaction=True)
 def test_member_turns_bump_the_checkpoint_and_reset_fences_the_old_session(api, settings):
     from tests.mobs.conftest import MOB_TOML
-    from tests.sessions.conftest import wait_for
+    from tests.support.polling import wait_until
 
     settings.LASHOPS_MOB_MEMBER_SESSIONS = "mobs_app.members:SessionsAppMemberSessions"
     post = lambda path, body: api.post(path, data=body, content_type="application/json")  # noqa: E731
@@ -51,7 +51,7 @@ def test_member_turns_bump_the_checkpoint_and_reset_fences_the_old_session(api, 
 
     assert post("/api/mobs/desk/identities/alice/send", {"text": "hello"}).status_code == 202
     detail = lambda: api.get("/api/mobs/desk/identities/alice").json()  # noqa: E731
-    first = wait_for(
+    first = wait_until(
         lambda: detail()["continuity"] if (detail()["continuity"] or {}).get("checkpoint_version") else None
     )
     assert (first["generation"], first["checkpoint_version"]) == (0, 1)
@@ -64,7 +64,7 @@ def test_member_turns_bump_the_checkpoint_and_reset_fences_the_old_session(api, 
     assert detail()["continuity"] == reset  # the old session's commit did not touch continuity
 
     post("/api/mobs/desk/identities/alice/send", {"text": "again"})
-    after = wait_for(lambda: detail()["continuity"] if detail()["continuity"]["checkpoint_version"] else None)
+    after = wait_until(lambda: detail()["continuity"] if detail()["continuity"]["checkpoint_version"] else None)
     assert (after["generation"], after["checkpoint_version"], after["session_id"]) == (1, 1, reset["session_id"])
     events = api.get("/api/mobs/desk/events").json()["events"]
     assert "member_reset" in [e["kind"] for e in events]

@@ -18,6 +18,7 @@ from mobs_app.journal import ledger_append, projector_cursor
 from mobs_app.messaging import identity_send
 from mobs_app.models import ConsoleFrame, Continuity, Identity
 from tests.mobs.conftest import add
+from tests.support.polling import wait_until
 from tests.workers import ROOT, current_database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,15 +26,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def _env() -> dict[str, str]:
     return dict(os.environ, DATABASE_URL=current_database_url(), LASHOPS_TESTING="1", PYTHONPATH=str(ROOT))
-
-
-def _wait(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_ten_parallel_sends_to_a_dormant_identity_materialize_once_and_deliver_ten(mob, recording_sessions):
@@ -55,7 +47,7 @@ def test_ten_parallel_sends_to_a_dormant_identity_materialize_once_and_deliver_t
     for t in threads:
         t.join()
     assert errors == []
-    assert _wait(lambda: ConsoleFrame.objects.filter(mob=mob, status="delivered").count() == 10)
+    wait_until(lambda: ConsoleFrame.objects.filter(mob=mob, status="delivered").count() == 10, timeout=20.0)
     assert len(recording_sessions.calls["open"]) == 1
     assert sorted(d["text"] for d in recording_sessions.calls["deliver"]) == sorted(f"message {i}" for i in range(10))
     assert Identity.objects.get(mob=mob, key="alice").materializations == 1
@@ -123,7 +115,7 @@ def test_projector_killed_mid_stream_resumes_and_misses_nothing(mob, tmp_path):
     ]
     proc = subprocess.Popen([*command, "--sleep", "0.1"], cwd=ROOT, env=_env(), start_new_session=True)
     try:
-        assert _wait(lambda: output.exists() and len(output.read_text().split()) >= 8, timeout=60)
+        wait_until(lambda: output.exists() and len(output.read_text().split()) >= 8, timeout=60)
         os.killpg(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=10) == -signal.SIGKILL  # it really was killed mid-stream
     finally:

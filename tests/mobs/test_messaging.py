@@ -21,7 +21,8 @@ def _post(api, path, body):
 def test_a_members_scripted_turn_messages_its_peer_who_answers_in_its_own_session(api, workspace, settings):
     from sessions_app.models import Turn
     from sessions_app.services import session_open
-    from tests.sessions.conftest import scripted, wait_for
+    from tests.sessions.conftest import scripted
+    from tests.support.polling import wait_until
 
     settings.LASHOPS_MOB_MEMBER_SESSIONS = "mobs_app.members:SessionsAppMemberSessions"
     _post(api, "/api/mobs", {"toml": MOB_TOML})
@@ -32,7 +33,7 @@ def test_a_members_scripted_turn_messages_its_peer_who_answers_in_its_own_sessio
     session_open(workspace=workspace, session_id=lead_session, model=scripted(hand_off, {"text": "handed off"}))
 
     assert _post(api, "/api/mobs/desk/identities/lead-1/send", {"text": "route this"}).status_code == 202
-    peer_frame = wait_for(
+    peer_frame = wait_until(
         lambda: ConsoleFrame.objects.filter(
             kind="peer_message",
             identity="alice",
@@ -41,13 +42,13 @@ def test_a_members_scripted_turn_messages_its_peer_who_answers_in_its_own_sessio
         timeout=30,
     )
     assert peer_frame.payload["from"] == "lead-1" and peer_frame.payload["origin"] == "peer:lead-1"
-    answered = wait_for(
+    answered = wait_until(
         lambda: Turn.objects.filter(session_id=peer_frame.session_id, status="committed").first(), timeout=30
     )
     assert answered.final_text == "You said: [message from peer lead-1] check refunds"
     lead_turn = Turn.objects.get(session_id=lead_session, status="committed")
     assert lead_turn.final_text == "handed off"
-    frames = wait_for(lambda: _with_replies(api, 2), timeout=30)
+    frames = wait_until(lambda: _with_replies(api, 2), timeout=30)
     assert [(f["kind"], f["identity"]) for f in frames if f["kind"] != "reply"] == [
         ("send", "lead-1"),
         ("peer_message", "alice"),

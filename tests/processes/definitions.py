@@ -10,6 +10,7 @@ from typing import Any
 
 from processes_app.context import ProcessContext
 from processes_app.definitions import process_definition
+from tests.support.polling import wait_until
 
 
 def append_line(path: str, line: str) -> int:
@@ -22,11 +23,7 @@ def append_line(path: str, line: str) -> int:
 
 
 def wait_for_file(path: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(path)
-        time.sleep(0.05)
+    wait_until(lambda: os.path.exists(path), timeout, interval=0.05, message=f"{path} did not appear")
 
 
 @process_definition("test.one_step")

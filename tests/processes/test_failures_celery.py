@@ -14,6 +14,7 @@ from django.utils import timezone
 from lashops.core.models import Lease
 from processes_app.models import Process
 from processes_app.services import process_redrive, process_signal, process_start, process_sweep
+from tests.support.polling import wait_until
 from tests.workers import WorkerProcess, celery_app_on
 
 pytestmark = [pytest.mark.postgres, pytest.mark.celery, pytest.mark.django_db(transaction=True)]
@@ -45,14 +46,16 @@ def _worker(app, broker_url, tmp_path: Path, name: str) -> WorkerProcess:
 
 
 def _wait(predicate, timeout: float = 30, *, sweep: bool = False, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """wait_until, sweeping after each miss when ``sweep`` (as beat would)."""
+
+    def check() -> bool:
         if predicate():
-            return
+            return True
         if sweep:
             process_sweep()
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
+        return False
+
+    wait_until(check, timeout, interval=0.2, message=f"timed out waiting for {what or predicate}")
 
 
 def _status(pid: str) -> str:

@@ -1,5 +1,3 @@
-import time
-
 import pytest
 
 from sessions_app.services import session_open
@@ -20,13 +18,3 @@ def open_session(workspace):
         return session
 
     return make
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")

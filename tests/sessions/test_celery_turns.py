@@ -3,7 +3,8 @@
 import pytest
 
 from sessions_app.models import Turn
-from tests.sessions.conftest import ANSWER, CALC, scripted, wait_for
+from tests.sessions.conftest import ANSWER, CALC, scripted
+from tests.support.polling import wait_until
 from tests.workers import WorkerProcess, celery_app_on
 
 pytestmark = [pytest.mark.postgres, pytest.mark.celery, pytest.mark.django_db(transaction=True)]
@@ -21,7 +22,7 @@ def test_background_turn_runs_on_a_celery_worker(api, broker_url, settings, tmp_
             )
             assert response.status_code == 202
             turn_id = response.json()["id"]
-            turn = wait_for(lambda: Turn.objects.filter(pk=turn_id, status="committed").first(), timeout=30)
+            turn = wait_until(lambda: Turn.objects.filter(pk=turn_id, status="committed").first(), timeout=30)
         finally:
             worker.stop()
     assert (turn.outcome, turn.final_text) == ("finished", "It is 42.")

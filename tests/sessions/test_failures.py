@@ -14,7 +14,7 @@ from django.db import transaction
 from lashops.core.models import Effect, Lease
 from sessions_app import services
 from sessions_app.models import Session, Turn
-from tests.sessions.conftest import wait_for
+from tests.support.polling import wait_until
 from tests.support.vendor_servers import VendorServer
 from tests.workers import ROOT, current_database_url
 
@@ -79,8 +79,8 @@ def test_killed_driver_is_redriven_without_repeating_completed_effects(workspace
         env = _env(server)
         first = _drive(turn.pk, env)
         # The model call of step 0 and the tool attempt are journaled; step 1's model call hangs.
-        wait_for(lambda: Effect.objects.filter(scope=turn.scope, kind="tool_attempt").exists(), timeout=30)
-        wait_for(lambda: server.stats()["requests"] == 2, timeout=30)
+        wait_until(lambda: Effect.objects.filter(scope=turn.scope, kind="tool_attempt").exists(), timeout=30)
+        wait_until(lambda: server.stats()["requests"] == 2, timeout=30)
         os.killpg(first.pid, signal.SIGKILL)
         assert first.wait(timeout=10) == -signal.SIGKILL  # it really died
         assert Turn.objects.get(pk=turn.pk).status == "running"  # nothing committed

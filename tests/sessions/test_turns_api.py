@@ -4,7 +4,8 @@ import pytest
 
 from lashops.core.models import Effect, Event
 from sessions_app.models import Node, PendingInput, Session, Turn
-from tests.sessions.conftest import ANSWER, CALC, scripted, wait_for
+from tests.sessions.conftest import ANSWER, CALC, scripted
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -104,7 +105,7 @@ def test_background_turn_answers_202_and_the_runner_commits_it(api):
     response = _turn(api, background=True)
     assert response.status_code == 202 and response.json()["status"] == "queued"
     turn_id = response.json()["id"]
-    wait_for(lambda: Turn.objects.get(pk=turn_id).status == "committed")
+    wait_until(lambda: Turn.objects.get(pk=turn_id).status == "committed")
     assert api.get(f"/api/sessions/s1/turns/{turn_id}").json()["final_text"] == "It is 42."
 
 
@@ -146,9 +147,9 @@ def test_provider_that_never_answers_stops_with_provider_error(api, settings):
 def test_cancel_stops_a_running_turn_with_no_partial_text(api):
     _open(api, model=scripted({"text": "a long answer " * 50, "delay": 3}))
     turn_id = _turn(api, background=True).json()["id"]
-    wait_for(lambda: Turn.objects.get(pk=turn_id).status == "running")
+    wait_until(lambda: Turn.objects.get(pk=turn_id).status == "running")
     assert api.post(f"/api/sessions/s1/turns/{turn_id}/cancel").status_code == 202
-    turn = wait_for(lambda: Turn.objects.filter(pk=turn_id, status="committed").first())
+    turn = wait_until(lambda: Turn.objects.filter(pk=turn_id, status="committed").first())
     assert (turn.outcome, turn.stop_reason, turn.final_text) == ("stopped", "cancelled", "")
     assert not Node.objects.filter(kind="assistant").exists()
 
@@ -166,7 +167,7 @@ def test_input_posted_to_an_idle_session_starts_a_turn(api):
         "/api/sessions/s1/inputs", data={"text": "hello", "source_key": "m1"}, content_type="application/json"
     )
     assert response.status_code == 202
-    turn = wait_for(lambda: Turn.objects.filter(status="committed").first())
+    turn = wait_until(lambda: Turn.objects.filter(status="committed").first())
     assert turn.input_text == "hello"
     assert PendingInput.objects.get(source_key="m1").status == "accepted"
 
@@ -174,12 +175,12 @@ def test_input_posted_to_an_idle_session_starts_a_turn(api):
 def test_input_during_the_last_step_is_deferred_to_the_next_turn_exactly_once(api):
     _open(api, model=scripted({"text": "first answer", "delay": 1}, {"text": "second answer"}))
     turn_id = _turn(api, background=True).json()["id"]
-    wait_for(lambda: Turn.objects.get(pk=turn_id).status == "running")
+    wait_until(lambda: Turn.objects.get(pk=turn_id).status == "running")
     for _ in range(2):  # the same source key twice: queued once
         api.post(
             "/api/sessions/s1/inputs", data={"text": "and then?", "source_key": "late"}, content_type="application/json"
         )
-    wait_for(lambda: Turn.objects.filter(status="committed").count() == 2)
+    wait_until(lambda: Turn.objects.filter(status="committed").count() == 2)
     second = Turn.objects.get(index=2)
     assert second.input_text == "and then?" and second.final_text == "second answer"
     assert Node.objects.filter(kind="user", payload__text="and then?").count() == 1
@@ -189,9 +190,9 @@ def test_input_queued_during_a_tool_is_taken_at_the_next_step_boundary(api):
     slow_tool = {"tool_calls": [{"name": "sleep", "arguments": {"seconds": 1}}]}
     _open(api, model=scripted(slow_tool, {"text": "done"}))
     turn_id = _turn(api, background=True).json()["id"]
-    wait_for(lambda: Effect.objects.filter(kind="llm_call").exists())
+    wait_until(lambda: Effect.objects.filter(kind="llm_call").exists())
     api.post("/api/sessions/s1/inputs", data={"text": "also this", "source_key": "b1"}, content_type="application/json")
-    wait_for(lambda: Turn.objects.get(pk=turn_id).status == "committed")
+    wait_until(lambda: Turn.objects.get(pk=turn_id).status == "committed")
     assert PendingInput.objects.get(source_key="b1").accepted_by == turn_id
     assert Node.objects.get(kind="user", payload__text="also this").payload.get("boundary") is True
     assert Turn.objects.count() == 1
