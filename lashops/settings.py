@@ -128,9 +128,6 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "lashops"
-CELERY_BEAT_SCHEDULE = {
-    "lashops-events-prune": {"task": "lashops.core.events_prune", "schedule": 3600.0},
-}
 
 # --- processes (processes_app) --------------------------------------------------------
 # Modules whose @process_definition functions are registered (besides the built-in examples).
@@ -143,15 +140,10 @@ LASHOPS_PROCESS_GROUP_COMMIT_SECONDS = env_float("LASHOPS_PROCESS_GROUP_COMMIT_S
 LASHOPS_PROCESS_DRIVE_SECONDS = env_float("LASHOPS_PROCESS_DRIVE_SECONDS", 10.0, minimum=0.0)
 LASHOPS_PROCESS_SWEEP_SECONDS = env_float("LASHOPS_PROCESS_SWEEP_SECONDS", 2.0, minimum=0.1)
 LASHOPS_PROCESS_REDISPATCH_SECONDS = env_float("LASHOPS_PROCESS_REDISPATCH_SECONDS", 10.0, minimum=0.0)
-# The in-process scheduler runs CELERY_BEAT_SCHEDULE when there is no broker (off under tests).
+# The in-process scheduler runs CELERY_BEAT_SCHEDULE (below) when there is no broker (off under tests).
 LASHOPS_SCHEDULER = env_bool("LASHOPS_SCHEDULER", not TESTING)
 LASHOPS_PROCESS_RETENTION_DAYS = env_float("LASHOPS_PROCESS_RETENTION_DAYS", 7.0, minimum=0.0)
 LASHOPS_PROCESS_PRUNE_BATCH = env_int("LASHOPS_PROCESS_PRUNE_BATCH", 1000, minimum=1)
-CELERY_BEAT_SCHEDULE["lashops-processes-sweep"] = {
-    "task": "lashops.processes.sweep",
-    "schedule": LASHOPS_PROCESS_SWEEP_SECONDS,
-}
-CELERY_BEAT_SCHEDULE["lashops-processes-prune"] = {"task": "lashops.processes.prune", "schedule": 3600.0}
 
 # --- auth, sessions, static -----------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -189,13 +181,8 @@ LASHOPS_WS_SEND_QUEUE = env_int("LASHOPS_WS_SEND_QUEUE", 1000, minimum=10)
 # How often a server process checks that the channel layer still has its group memberships (a
 # Redis restart wipes them without an error); a lost one is joined again and its sockets catch up.
 LASHOPS_FANOUT_CHECK_SECONDS = env_float("LASHOPS_FANOUT_CHECK_SECONDS", 1.0, minimum=0.05)
-CELERY_BEAT_SCHEDULE["lashops-workers-prune"] = {"task": "lashops.core.workers_prune", "schedule": 3600.0}
 # Workers silent past LASHOPS_WORKER_STALE_SECONDS are reported (worker.stale) by this sweep.
 LASHOPS_WORKER_SWEEP_SECONDS = env_float("LASHOPS_WORKER_SWEEP_SECONDS", 5.0, minimum=0.1)
-CELERY_BEAT_SCHEDULE["lashops-workers-sweep"] = {
-    "task": "lashops.core.workers_sweep",
-    "schedule": LASHOPS_WORKER_SWEEP_SECONDS,
-}
 
 # --- mobs (mobs_app) ------------------------------------------------------------------
 LASHOPS_MOB_RUNTIME_ID = env_str("LASHOPS_MOB_RUNTIME_ID", "")  # lease holder id; default host:pid
@@ -209,7 +196,6 @@ LASHOPS_MOB_TOPOLOGY_PROVIDER = env_str("LASHOPS_MOB_TOPOLOGY_PROVIDER", "")
 # Console frames older than this are deleted hourly in batches (in-flight frames are kept).
 LASHOPS_CONSOLE_RETENTION_DAYS = env_float("LASHOPS_CONSOLE_RETENTION_DAYS", 30.0, minimum=0.0)
 LASHOPS_CONSOLE_PRUNE_BATCH = env_int("LASHOPS_CONSOLE_PRUNE_BATCH", 1000, minimum=1)
-CELERY_BEAT_SCHEDULE["lashops-mobs-console-prune"] = {"task": "lashops.mobs.console_prune", "schedule": 3600.0}
 # A console frame whose delivery fails transiently is retried: at most ATTEMPTS attempts, the n-th
 # retry RETRY_BASE * 2**(n-1) seconds after the failure (capped at RETRY_MAX). A frame accepted but
 # never picked up, or still dispatching, DELIVERY_TIMEOUT seconds on is taken over by the sweep.
@@ -218,16 +204,8 @@ LASHOPS_CONSOLE_RETRY_BASE_SECONDS = env_float("LASHOPS_CONSOLE_RETRY_BASE_SECON
 LASHOPS_CONSOLE_RETRY_MAX_SECONDS = env_float("LASHOPS_CONSOLE_RETRY_MAX_SECONDS", 300.0, minimum=0.0)
 LASHOPS_CONSOLE_DELIVERY_TIMEOUT = env_float("LASHOPS_CONSOLE_DELIVERY_TIMEOUT", 120.0, minimum=1.0)
 LASHOPS_CONSOLE_SWEEP_SECONDS = env_float("LASHOPS_CONSOLE_SWEEP_SECONDS", 2.0, minimum=0.1)
-CELERY_BEAT_SCHEDULE["lashops-mobs-console-deliveries-sweep"] = {
-    "task": "lashops.mobs.console_deliveries_sweep",
-    "schedule": LASHOPS_CONSOLE_SWEEP_SECONDS,
-}
 # Warms asked for by a bootstrap whose process ended first are finished by this sweep.
 LASHOPS_MOB_WARM_SWEEP_SECONDS = env_float("LASHOPS_MOB_WARM_SWEEP_SECONDS", 5.0, minimum=0.1)
-CELERY_BEAT_SCHEDULE["lashops-mobs-warming-sweep"] = {
-    "task": "lashops.mobs.warming_sweep",
-    "schedule": LASHOPS_MOB_WARM_SWEEP_SECONDS,
-}
 # "before_create=pkg.mod:fn,on_error=pkg.mod:fn2" (a hook may be named several times)
 LASHOPS_MOB_HOOKS: dict[str, list[str]] = {}
 for _item in env_list("LASHOPS_MOB_HOOKS", []):
@@ -268,4 +246,30 @@ LASHOPS_TURN_SWEEP_GRACE = env_float("LASHOPS_TURN_SWEEP_GRACE", 5.0, minimum=0.
 # The sweeper sends a turn's drive again only when its last one is this old and still not driven,
 # so a turn waiting behind busy workers does not collect a drive message every sweep.
 LASHOPS_TURN_REDISPATCH_SECONDS = env_float("LASHOPS_TURN_REDISPATCH_SECONDS", 30.0, minimum=0.0)
-CELERY_BEAT_SCHEDULE["lashops-turns-sweep"] = {"task": "lashops.sessions.turns_sweep", "schedule": 10.0}
+
+# --- the beat schedule -----------------------------------------------------------------
+# The one schedule: Celery beat runs it with a broker, lashops.core.scheduler in-process without
+# one. Every periodic task (a *_sweep or *_prune task) is here, and nothing else is.
+CELERY_BEAT_SCHEDULE = {
+    # Durable events older than LASHOPS_EVENT_RETENTION_DAYS.
+    "lashops-events-prune": {"task": "lashops.core.events_prune", "schedule": 3600.0},
+    # Expired process leases, due timers and crons, undispatched processes.
+    "lashops-processes-sweep": {"task": "lashops.processes.sweep", "schedule": LASHOPS_PROCESS_SWEEP_SECONDS},
+    # Terminal processes older than LASHOPS_PROCESS_RETENTION_DAYS.
+    "lashops-processes-prune": {"task": "lashops.processes.prune", "schedule": 3600.0},
+    # Heartbeat rows silent for LASHOPS_WORKER_FORGET_HOURS.
+    "lashops-workers-prune": {"task": "lashops.core.workers_prune", "schedule": 3600.0},
+    # Workers silent past LASHOPS_WORKER_STALE_SECONDS are reported once (worker.stale).
+    "lashops-workers-sweep": {"task": "lashops.core.workers_sweep", "schedule": LASHOPS_WORKER_SWEEP_SECONDS},
+    # Console frames older than LASHOPS_CONSOLE_RETENTION_DAYS (in-flight frames are kept).
+    "lashops-mobs-console-prune": {"task": "lashops.mobs.console_prune", "schedule": 3600.0},
+    # Console deliveries whose retry is due, or accepted/dispatching past LASHOPS_CONSOLE_DELIVERY_TIMEOUT.
+    "lashops-mobs-console-deliveries-sweep": {
+        "task": "lashops.mobs.console_deliveries_sweep",
+        "schedule": LASHOPS_CONSOLE_SWEEP_SECONDS,
+    },
+    # Members left warming by a dead warmer, and recorded warms with no live warmer.
+    "lashops-mobs-warming-sweep": {"task": "lashops.mobs.warming_sweep", "schedule": LASHOPS_MOB_WARM_SWEEP_SECONDS},
+    # Queued or running turns whose lease has been free LASHOPS_TURN_SWEEP_GRACE are driven again.
+    "lashops-turns-sweep": {"task": "lashops.sessions.turns_sweep", "schedule": 10.0},
+}

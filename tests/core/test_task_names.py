@@ -35,3 +35,17 @@ def test_a_message_queued_under_an_old_name_runs_the_renamed_task():
     for old, new in RENAMED.items():
         assert old in _ours() and new in _ours()
         assert tasks[old].run is tasks[new].run, old
+
+
+def test_the_beat_schedule_runs_exactly_the_periodic_tasks(settings):
+    from lashops.core.scheduler import _entries
+
+    periodic = {
+        name for name in _ours() - set(RENAMED) if name.rsplit(".", 1)[-1].rsplit("_", 1)[-1] in {"sweep", "prune"}
+    }
+    scheduled = [entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()]
+    assert sorted(scheduled) == sorted(periodic) and len(periodic) == 9
+    # the in-process scheduler runs the same entries as beat
+    assert [(name, task) for name, task, _ in _entries()] == [
+        (name, entry["task"]) for name, entry in settings.CELERY_BEAT_SCHEDULE.items()
+    ]
