@@ -7,7 +7,6 @@ in-process runner and scheduler, scripted model. See README.md "Configuration".
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -18,8 +17,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("LASHOPS_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("DEBUG", False)
-# pytest-django imports settings before any conftest can set the environment, so detect it here.
-TESTING = env_bool("LASHOPS_TESTING", False) or "pytest" in sys.modules
+# Set by the test suite (tests/support/testing_env.py, loaded by pytest before the settings).
+TESTING = env_bool("LASHOPS_TESTING", False)
 
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:

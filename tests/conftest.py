@@ -9,9 +9,6 @@ service skips with the reason when the service is unreachable, unless
 from __future__ import annotations
 
 import os
-
-os.environ.setdefault("LASHOPS_TESTING", "1")
-
 import socket
 from urllib.parse import urlsplit
 
