@@ -9,35 +9,16 @@ service skips with the reason when the service is unreachable, unless
 from __future__ import annotations
 
 import os
-import socket
 from urllib.parse import urlsplit
 
 import pytest
 
-REQUIRE_SERVICES = os.environ.get("LASHOPS_REQUIRE_SERVICES", "").lower() in {"1", "true", "yes", "on"}
-TEST_REDIS_URL = os.environ.get("LASHOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-TEST_BROKER_URL = os.environ.get("LASHOPS_TEST_BROKER_URL", "redis://127.0.0.1:6379/14")
-
-
-def _reachable(url: str, default_port: int) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def service_missing(reason: str) -> None:
-    """Skip (laptop) or fail (CI) because a service the test needs is not there."""
-    if REQUIRE_SERVICES:
-        pytest.fail(f"required service unavailable: {reason}", pytrace=False)
-    pytest.skip(reason)
+from tests.support.services import REQUIRE_SERVICES, TEST_BROKER_URL, TEST_REDIS_URL, reachable, service_missing
 
 
 def pytest_configure(config: pytest.Config) -> None:
     url = os.environ.get("DATABASE_URL", "")
-    if url.startswith(("postgres://", "postgresql://")) and not _reachable(url, 5432):
+    if url.startswith(("postgres://", "postgresql://")) and not reachable(url, 5432):
         if REQUIRE_SERVICES:
             pytest.exit(f"PostgreSQL at {urlsplit(url).hostname} is unreachable and services are required", 1)
         pytest.exit("PostgreSQL is unreachable: skipping the PostgreSQL pass", 0)
@@ -63,7 +44,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    if not _reachable(TEST_REDIS_URL, 6379):
+    if not reachable(TEST_REDIS_URL, 6379):
         service_missing(f"Redis unreachable at {TEST_REDIS_URL}")
     return TEST_REDIS_URL
 
@@ -73,7 +54,7 @@ def broker_url(redis_url) -> str:
     """An empty Redis database for a Celery broker (flushed before each test)."""
     import redis
 
-    if not _reachable(TEST_BROKER_URL, 6379):
+    if not reachable(TEST_BROKER_URL, 6379):
         service_missing(f"Redis broker unreachable at {TEST_BROKER_URL}")
     redis.Redis.from_url(TEST_BROKER_URL).flushdb()
     return TEST_BROKER_URL

@@ -4,15 +4,12 @@ test-artifacts/ (gitignored)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import service_missing
 from tests.live.server import AsgiServer
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"
+from tests.support.browser import CHROMIUM, watch_js_errors
+from tests.support.services import service_missing
 
 
 @pytest.fixture
@@ -43,17 +40,6 @@ def browser(server, staff_user, api_key):
         instance.close()
 
 
-def watch_js_errors(pg) -> list[str]:
-    """Collect the page's JavaScript errors: uncaught exceptions and console.error messages."""
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(f"pageerror on {pg.url}: {exc}"))
-    pg.on(
-        "console",
-        lambda msg: errors.append(f"console.{msg.type} on {pg.url}: {msg.text}") if msg.type == "error" else None,
-    )
-    return errors
-
-
 @pytest.fixture
 def page(browser, server):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -68,8 +54,3 @@ def page(browser, server):
     yield pg
     context.close()
     assert pg.js_errors == [], "JavaScript errors on the dashboards"
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

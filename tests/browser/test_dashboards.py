@@ -3,8 +3,8 @@
 import pytest
 
 from lashops.ops.selectors import model_or_none
-from tests.browser.conftest import shot
 from tests.live.server import http_json
+from tests.support.browser import shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

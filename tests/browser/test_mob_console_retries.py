@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from tests.browser.conftest import CHROMIUM, shot
-from tests.conftest import service_missing
 from tests.live.server import AsgiServer, http_json
+from tests.support.browser import CHROMIUM, shot
+from tests.support.services import service_missing
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -4,8 +4,8 @@ without a JavaScript error."""
 
 import pytest
 
-from tests.browser.conftest import shot
 from tests.live.server import http_json
+from tests.support.browser import shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -21,8 +21,8 @@ from django.db.models import Model
 from django.urls import reverse
 from django.utils import timezone
 
-from tests.mobs.conftest import MOB_TOML
-from tests.sessions.conftest import ANSWER, CALC, scripted
+from tests.support.mobs import MOB_TOML
+from tests.support.scripted import ANSWER, CALC, scripted
 
 pytestmark = pytest.mark.django_db
 

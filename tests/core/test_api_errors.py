@@ -175,7 +175,7 @@ def test_huge_offsets_limits_and_cursors_are_422(api):
 
 def test_a_console_cursor_of_non_ascii_digits_is_422(api, workspace):
     from mobs_app.services import mob_load
-    from tests.mobs.conftest import MOB_TOML
+    from tests.support.mobs import MOB_TOML
 
     mob_load(workspace=workspace, source=MOB_TOML)
     for cursor in ("console:%C2%B2", "console:99999999999999999999999"):
@@ -185,7 +185,7 @@ def test_a_console_cursor_of_non_ascii_digits_is_422(api, workspace):
 
 def test_bootstrap_concurrency_out_of_bounds_is_422(api, workspace):
     from mobs_app.services import mob_load
-    from tests.mobs.conftest import MOB_TOML
+    from tests.support.mobs import MOB_TOML
 
     mob_load(workspace=workspace, source=MOB_TOML)
     for concurrency in (-1, 0, 17, 10**30):
@@ -244,7 +244,7 @@ def test_multipart_without_a_boundary_is_422(api):
 
 
 def test_a_loose_topology_mode_is_refused(api):
-    from tests.mobs.conftest import MOB_TOML
+    from tests.support.mobs import MOB_TOML
 
     response = _post_json(api, "/api/mobs", {"toml": MOB_TOML + '\n[topology]\nmode = "loose"\n'})
     assert response.status_code == 422

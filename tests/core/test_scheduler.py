@@ -25,8 +25,8 @@ def test_turn_sweep_redrives_a_stranded_turn(workspace, settings):
 
     from sessions_app import services
     from sessions_app.models import Turn
-    from tests.sessions.conftest import scripted
     from tests.support.polling import wait_until
+    from tests.support.scripted import scripted
 
     settings.LASHOPS_TURN_SWEEP_GRACE = 0
     session, _ = services.session_open(workspace=workspace, session_id="lost", model=scripted({"text": "back"}))

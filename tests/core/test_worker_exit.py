@@ -63,7 +63,7 @@ def stale_after_a_minute(settings):
 
 def test_a_command_that_ran_work_and_exited_cleanly_leaves_its_worker_stopped(api, workspace, stale_after_a_minute):
     from mobs_app.services import identities_register, mob_load
-    from tests.mobs.conftest import MOB_TOML
+    from tests.support.mobs import MOB_TOML
 
     mob = mob_load(workspace=workspace, source=MOB_TOML).mob
     identities_register(mob=mob, specs=[{"key": f"m{i}", "profile": "specialist"} for i in range(3)])

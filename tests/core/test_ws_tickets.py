@@ -113,7 +113,7 @@ async def test_an_expired_ticket_opens_nothing(workspace):
 
 async def test_a_ticket_of_one_workspace_cannot_open_anothers_session_stream(workspace, other_workspace):
     from sessions_app.services import session_open
-    from tests.sessions.conftest import ANSWER, scripted
+    from tests.support.scripted import ANSWER, scripted
 
     theirs, _ = await _sync(session_open)(workspace=other_workspace, session_id="theirs", model=scripted(ANSWER))
     mine = await _sync(ws_ticket_issue)(workspace=workspace)
@@ -216,7 +216,7 @@ def test_uvicorns_logs_never_show_a_key_or_a_ticket(server, workspace, api_key):
 
 def test_a_ticket_works_once_over_uvicorn_and_the_refusals_say_why(server, workspace, other_workspace, api_key):
     from sessions_app.services import session_open
-    from tests.sessions.conftest import ANSWER, scripted
+    from tests.support.scripted import ANSWER, scripted
 
     base = f"ws://127.0.0.1:{server.port}"
     headers = {"Authorization": f"Bearer {api_key}"}

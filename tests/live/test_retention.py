@@ -18,7 +18,7 @@ from lashops.core.models import Event
 from lashops.core.services import events_prune
 from mobs_app.journal import console_append, console_frames_prune, console_update
 from mobs_app.models import ConsoleFrame
-from tests.mobs.conftest import MOB_TOML
+from tests.support.mobs import MOB_TOML
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -6,7 +6,7 @@ from lashops.core.models import Lease
 from mobs_app import services
 from mobs_app.leases import identity_lease_acquire
 from mobs_app.models import Continuity, Edge, Identity, Mob
-from tests.mobs.conftest import MOB_TOML, add
+from tests.support.mobs import MOB_TOML, add
 
 pytestmark = pytest.mark.django_db
 

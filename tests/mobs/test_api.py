@@ -1,6 +1,6 @@
 import pytest
 
-from tests.mobs.conftest import MOB_TOML
+from tests.support.mobs import MOB_TOML
 
 pytestmark = pytest.mark.django_db
 

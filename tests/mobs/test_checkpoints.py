@@ -6,7 +6,7 @@ import pytest
 from mobs_app import services
 from mobs_app.models import Continuity
 from sessions_app.signals import CommittedTurn, turn_committed
-from tests.mobs.conftest import add
+from tests.support.mobs import add
 
 
 def _committed(session_id: str, head_revision: int) -> None:
@@ -41,7 +41,7 @@ def test_checkpoint_version_only_moves_forward_within_the_generation(mob):
 
 @pytest.mark.django_db(transaction=True)
 def test_member_turns_bump_the_checkpoint_and_reset_fences_the_old_session(api, settings):
-    from tests.mobs.conftest import MOB_TOML
+    from tests.support.mobs import MOB_TOML
     from tests.support.polling import wait_until
 
     settings.LASHOPS_MOB_MEMBER_SESSIONS = "mobs_app.members:SessionsAppMemberSessions"

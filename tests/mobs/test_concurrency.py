@@ -17,7 +17,7 @@ from mobs_app.errors import StaleFencingToken
 from mobs_app.journal import ledger_append, projector_cursor
 from mobs_app.messaging import identity_send
 from mobs_app.models import ConsoleFrame, Continuity, Identity
-from tests.mobs.conftest import add
+from tests.support.mobs import add
 from tests.support.polling import wait_until
 from tests.workers import ROOT, current_database_url
 

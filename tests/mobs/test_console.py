@@ -10,7 +10,7 @@ from django.db import connection, transaction
 
 from mobs_app.journal import console_append, console_update
 from mobs_app.models import ConsoleFrame, Mob
-from tests.mobs.conftest import MOB_TOML
+from tests.support.mobs import MOB_TOML
 
 
 def _post(api, path, body):

@@ -6,7 +6,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from lashops.asgi import application
-from tests.mobs.conftest import MOB_TOML
+from tests.support.mobs import MOB_TOML
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

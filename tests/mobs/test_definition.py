@@ -2,7 +2,7 @@ import pytest
 
 from mobs_app.definition import parse_definition
 from mobs_app.errors import DefinitionInvalid
-from tests.mobs.conftest import MOB_TOML
+from tests.support.mobs import MOB_TOML
 
 
 def _problems(source: str) -> list[dict]:

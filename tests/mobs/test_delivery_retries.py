@@ -17,7 +17,7 @@ from mobs_app.delivery import attempt_failed, console_deliveries_sweep, frame_de
 from mobs_app.messaging import identity_send
 from mobs_app.models import ConsoleFrame, Identity
 from tests.mobs import hook_recorder
-from tests.mobs.conftest import MOB_TOML, add
+from tests.support.mobs import MOB_TOML, add
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

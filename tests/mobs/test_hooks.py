@@ -6,7 +6,7 @@ import pytest
 from mobs_app import services
 from mobs_app.errors import Conflict
 from tests.mobs import hook_recorder
-from tests.mobs.conftest import add
+from tests.support.mobs import add
 
 pytestmark = pytest.mark.django_db
 
@@ -70,7 +70,7 @@ def test_a_failing_best_effort_hook_does_not_fail_the_spawn(mob, settings, recor
 
 
 def test_capacity_refusal_fires_on_error_as_a_spawn_failure(workspace, recorder, recording_sessions):
-    from tests.mobs.conftest import MOB_TOML
+    from tests.support.mobs import MOB_TOML
 
     mob = services.mob_load(workspace=workspace, source=MOB_TOML + "\n[limits]\nmax_sessions = 1\n").mob
     services.identity_materialize(identity=add(mob, "a", labels={"who": "a"}))

@@ -19,7 +19,7 @@ from django.test import Client
 from mobs_app import services
 from mobs_app.models import Continuity, Identity, Mob, MobEvent
 from tests.mobs import slow_sessions
-from tests.mobs.conftest import MOB_TOML, add
+from tests.support.mobs import MOB_TOML, add
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

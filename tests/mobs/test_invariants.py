@@ -10,7 +10,7 @@ from mobs_app.errors import InvalidInput, NotFound
 from mobs_app.leases import Acquired, AlreadyHeld, DatabaseIdentityLeases
 from mobs_app.models import Continuity, Edge
 from mobs_app.topology import canonical
-from tests.mobs.conftest import MOB_TOML, add
+from tests.support.mobs import MOB_TOML, add
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from mobs_app.contacts import parse_address, parse_transport
 from mobs_app.errors import Conflict, InvalidInput, NotFound, TopologyDenied, UnknownIdentity
 from mobs_app.messaging import peer_send
 from mobs_app.models import ConsoleFrame, Contact, MobEvent
-from tests.mobs.conftest import MOB_TOML, add
+from tests.support.mobs import MOB_TOML, add
 
 RULES = '\n[topology]\nmode = "{mode}"\nrules = [{{ from_role = "lead", to_role = "specialist", allowed = true }}]\n'
 
@@ -21,8 +21,8 @@ def _post(api, path, body):
 def test_a_members_scripted_turn_messages_its_peer_who_answers_in_its_own_session(api, workspace, settings):
     from sessions_app.models import Turn
     from sessions_app.services import session_open
-    from tests.sessions.conftest import scripted
     from tests.support.polling import wait_until
+    from tests.support.scripted import scripted
 
     settings.LASHOPS_MOB_MEMBER_SESSIONS = "mobs_app.members:SessionsAppMemberSessions"
     _post(api, "/api/mobs", {"toml": MOB_TOML})

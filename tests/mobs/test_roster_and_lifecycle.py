@@ -11,7 +11,7 @@ from mobs_app.errors import (
 )
 from mobs_app.leases import identity_lease_acquire
 from mobs_app.models import Continuity, Identity, Mob
-from tests.mobs.conftest import MOB_TOML, add
+from tests.support.mobs import MOB_TOML, add
 
 pytestmark = pytest.mark.django_db
 

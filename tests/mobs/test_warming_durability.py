@@ -20,7 +20,7 @@ from lashops.core.models import Lease
 from mobs_app import services
 from mobs_app.models import Identity, Mob, MobEvent
 from tests.mobs import slow_sessions
-from tests.mobs.conftest import MOB_TOML
+from tests.support.mobs import MOB_TOML
 from tests.workers import ROOT, current_database_url, die_with_parent
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,7 +8,7 @@ from mobs_app.messaging import identity_send
 from mobs_app.models import ConsoleFrame
 from mobs_app.services import identity_create, mob_load
 from tests.mobs import fakes
-from tests.mobs.conftest import MOB_TOML
+from tests.support.mobs import MOB_TOML
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ def test_a_subscription_is_created_through_trigger_subscribe(staff, workspace, e
 
 def test_an_unknown_definition_or_anothers_session_is_a_form_error(staff, workspace, other_workspace, event):
     from sessions_app.services import session_open
-    from tests.sessions.conftest import ANSWER, scripted
+    from tests.support.scripted import ANSWER, scripted
 
     theirs, _ = session_open(workspace=other_workspace, session_id="theirs", model=scripted(ANSWER))
     url = "/admin/processes_app/triggersubscription/add/"

@@ -9,7 +9,7 @@ from processes_app.agent_tools import process_tools
 from processes_app.models import Process, ProcessEvent, ProcessGrant
 from sessions_app.models import Node
 from sessions_app.services import session_open, turn_start
-from tests.sessions.conftest import scripted
+from tests.support.scripted import scripted
 
 pytestmark = pytest.mark.django_db
 

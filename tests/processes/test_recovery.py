@@ -130,7 +130,7 @@ def test_prune_removes_old_terminal_processes_with_their_logs_and_never_running_
 
 def test_deleting_a_session_revokes_grants_and_reports_orphans_without_cancelling(workspace, drive):
     from sessions_app.services import session_open
-    from tests.sessions.conftest import scripted
+    from tests.support.scripted import scripted
 
     for session_id in ("s1", "s2"):
         session_open(workspace=workspace, session_id=session_id, model=scripted())

@@ -15,7 +15,7 @@ from processes_app.sessions_bridge import enqueue_wake
 from sessions_app.models import PendingInput, Session, Turn
 from sessions_app.services import session_open
 from tests.processes.definitions import SimulatedCrash
-from tests.sessions.conftest import ANSWER, CALC, scripted
+from tests.support.scripted import ANSWER, CALC, scripted
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ from sessions_app.models import (
     UsageRecord,
 )
 from sessions_app.services import attachment_put, input_enqueue, turn_start
-from tests.sessions.conftest import ANSWER, CALC
+from tests.support.scripted import ANSWER, CALC
 
 pytestmark = pytest.mark.django_db
 
@@ -212,7 +212,7 @@ def test_session_identity_and_state_cannot_be_changed_from_the_change_form(staff
 
 def session_open_in(workspace):
     from sessions_app.services import session_open
-    from tests.sessions.conftest import scripted
+    from tests.support.scripted import scripted
 
     return session_open(workspace=workspace, session_id="s-other", model=scripted(ANSWER))
 

@@ -15,7 +15,7 @@ from lashops.core.models import Effect, Event, Lease
 from sessions_app import services
 from sessions_app.models import Session, Turn, UsageRecord
 from sessions_app.tasks import drive_turn_task
-from tests.sessions.conftest import scripted
+from tests.support.scripted import scripted
 from tests.workers import WorkerProcess, celery_app_on
 
 pytestmark = [pytest.mark.postgres, pytest.mark.celery, pytest.mark.django_db(transaction=True)]

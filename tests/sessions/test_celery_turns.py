@@ -3,8 +3,8 @@
 import pytest
 
 from sessions_app.models import Turn
-from tests.sessions.conftest import ANSWER, CALC, scripted
 from tests.support.polling import wait_until
+from tests.support.scripted import ANSWER, CALC, scripted
 from tests.workers import WorkerProcess, celery_app_on
 
 pytestmark = [pytest.mark.postgres, pytest.mark.celery, pytest.mark.django_db(transaction=True)]

@@ -17,7 +17,7 @@ from lashops.core.services import lease_acquire
 from sessions_app import services
 from sessions_app.errors import CommitConflict, SessionBusy, TurnFinished
 from sessions_app.models import Node, PendingInput, Session, Turn, UsageRecord
-from tests.sessions.conftest import ANSWER, CALC
+from tests.support.scripted import ANSWER, CALC
 
 pytestmark = pytest.mark.django_db
 

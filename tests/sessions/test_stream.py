@@ -10,7 +10,7 @@ from lashops.asgi import application
 from lashops.core import runner
 from lashops.core.models import Event
 from sessions_app.services import session_open, turn_start
-from tests.sessions.conftest import ANSWER, CALC, scripted
+from tests.support.scripted import ANSWER, CALC, scripted
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -19,7 +19,7 @@ from lashops.core.models import Event, Lease
 from sessions_app import services
 from sessions_app.errors import TurnFinished
 from sessions_app.models import Node, Session, Turn, UsageRecord
-from tests.sessions.conftest import ANSWER, CALC
+from tests.support.scripted import ANSWER, CALC
 
 pytestmark = pytest.mark.django_db(transaction=True)  # two connections: real commits
 

@@ -24,7 +24,7 @@ from django.test.utils import CaptureQueriesContext
 
 from sessions_app.models import Turn
 from sessions_app.services import turn_start
-from tests.sessions.conftest import ANSWER, CALC
+from tests.support.scripted import ANSWER, CALC
 
 pytestmark = pytest.mark.django_db(transaction=True)  # real commits: no test savepoints, on_commit runs
 

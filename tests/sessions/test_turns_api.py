@@ -4,8 +4,8 @@ import pytest
 
 from lashops.core.models import Effect, Event
 from sessions_app.models import Node, PendingInput, Session, Turn
-from tests.sessions.conftest import ANSWER, CALC, scripted
 from tests.support.polling import wait_until
+from tests.support.scripted import ANSWER, CALC, scripted
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,7 +8,7 @@ import pytest
 
 from sessions_app.models import ModelPrice, Node, Session, Turn, UsageRecord
 from sessions_app.services import session_open, turn_start
-from tests.sessions.conftest import scripted
+from tests.support.scripted import scripted
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
