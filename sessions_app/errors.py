@@ -9,6 +9,10 @@ class TurnNotFound(NotFound):
     code = "turn_not_found"
 
 
+class InputNotFound(NotFound):
+    """No input under that source key in the session (404 ``not_found``)."""
+
+
 class SessionBusy(Conflict):
     code = "session_execution_busy"
 

@@ -10,6 +10,7 @@ from lashops.core.errors import Conflict, InvalidInput
 from lashops.core.events import publish
 from lashops.core.runner import dispatch
 from sessions_app.errors import (
+    InputNotFound,
     SessionBusy,
     SessionClosed,
 )
@@ -81,7 +82,7 @@ def input_cancel(*, session: Session, source_key: str) -> PendingInput:
     with transaction.atomic():
         row = PendingInput.objects.select_for_update().filter(session=session, source_key=source_key).first()
         if row is None:
-            raise InvalidInput(f"no pending input {source_key!r}", code="not_found")
+            raise InputNotFound(f"no pending input {source_key!r}")
         if row.status == PendingInput.Status.CANCELLED:
             return row
         if row.status != PendingInput.Status.PENDING:

@@ -208,6 +208,12 @@ def test_pending_input_can_be_cancelled(api):
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
 
 
+def test_cancelling_input_that_was_never_queued_is_a_404(api):
+    _open(api)
+    response = api.delete("/api/sessions/s1/inputs/never-queued")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
 def test_commands_are_idempotent_and_reset_clears_the_transcript(api):
     _open(api, model=scripted({"text": "hi"}))
     _turn(api)
