@@ -10,6 +10,7 @@ from typing import Protocol
 from django.db import transaction
 from django.db.models import Q
 
+from lashops.core import event_types
 from lashops.core.events import publish
 from mobs_app.errors import NotFound, StaleCheckpointVersion, StaleFencingToken
 from mobs_app.leases import lease_provider
@@ -144,7 +145,7 @@ def continuity_checkpoint_committed(
         mob = record.identity.mob
         publish(
             workspace=mob.workspace,
-            type="identity.checkpointed",
+            type=event_types.IDENTITY_CHECKPOINTED,
             subject={"mob": mob.pk, "mob_id": mob.mob_id, "identity": record.identity.key},
             data={"session_id": session_id, "generation": record.generation, "checkpoint_version": head_revision},
         )

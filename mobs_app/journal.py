@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from lashops.core import event_types
 from lashops.core.events import EventDraft, publish_many
 from mobs_app.errors import CursorAhead, InvalidInput, ReplayUnavailable
 from mobs_app.models import ConsoleFrame, Mob, MobEvent, MobMetadata
@@ -167,7 +168,7 @@ def console_append(
                 workspace=mob.workspace,
                 drafts=[
                     EventDraft(
-                        type="console.frame",
+                        type=event_types.CONSOLE_FRAME,
                         subject={"mob": mob.pk, "mob_id": mob.mob_id, "identity": identity},
                         data=_frame_dict(frame),
                     )
@@ -231,7 +232,7 @@ def console_transition(
         subject = {"mob": mob.pk, "mob_id": mob.mob_id, "identity": frame.identity}
         publish_many(
             workspace=mob.workspace,
-            drafts=[EventDraft(type="console.frame_updated", subject=subject, data=_frame_dict(frame))]
+            drafts=[EventDraft(type=event_types.CONSOLE_FRAME_UPDATED, subject=subject, data=_frame_dict(frame))]
             + [EventDraft(type=kind, subject=subject, data={"cursor": frame.cursor, **data}) for kind, data in extra],
         )
     return frame

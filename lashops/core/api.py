@@ -7,7 +7,7 @@ from django.http import HttpRequest
 from ninja import Path, Query, Router, Schema, Status
 from ninja.pagination import paginate
 
-from lashops.core import schemas, selectors, services
+from lashops.core import event_types, schemas, selectors, services
 from lashops.core.errors import NotFound
 from lashops.core.events import publish
 from lashops.core.models import ApiKey
@@ -51,7 +51,7 @@ def api_key_create(request: HttpRequest, payload: ApiKeyIn):
         issued = services.api_key_create(workspace=request.workspace, name=payload.name)
         publish(
             workspace=request.workspace,
-            type="api_key.created",
+            type=event_types.API_KEY_CREATED,
             subject={"api_key": issued.api_key.pk},
             data={"name": issued.api_key.name, "prefix": issued.api_key.prefix},
         )
@@ -71,7 +71,7 @@ def api_key_revoke(request: HttpRequest, key_id: int = Path(..., ge=1, le=BIGINT
         services.api_key_revoke(api_key=api_key)
         publish(
             workspace=request.workspace,
-            type="api_key.revoked",
+            type=event_types.API_KEY_REVOKED,
             subject={"api_key": api_key.pk},
             data={"name": api_key.name, "prefix": api_key.prefix},
         )
@@ -105,7 +105,7 @@ def runner_probe(request: HttpRequest):
 
     probe_id = uuid.uuid4().hex
     with transaction.atomic():
-        publish(workspace=request.workspace, type="runner.probe_requested", subject={"probe": probe_id})
+        publish(workspace=request.workspace, type=event_types.RUNNER_PROBE_REQUESTED, subject={"probe": probe_id})
         dispatch(runner_probe_task, workspace_id=request.workspace.pk, probe_id=probe_id)
     return Status(202, {"probe_id": probe_id, "runner": runner_mode()})
 

@@ -8,6 +8,7 @@ import socket
 from django.db import transaction
 
 from lashops.celery import task
+from lashops.core import event_types
 from lashops.core.events import publish
 from lashops.core.models import Workspace
 from lashops.core.services import events_prune, workers_prune, workers_sweep
@@ -35,7 +36,7 @@ def runner_probe_task(*, workspace_id: int, probe_id: str) -> None:
     with transaction.atomic():
         publish(
             workspace=workspace,
-            type="runner.probe_completed",
+            type=event_types.RUNNER_PROBE_COMPLETED,
             subject={"probe": probe_id},
             data={"host": socket.gethostname(), "pid": os.getpid()},
         )

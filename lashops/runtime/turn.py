@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from lashops.runtime import event_types
 from lashops.runtime.effects import durable_sleep, journal_lookup, journal_record, run_effect
 from lashops.runtime.interfaces import (
     EffectJournal,
@@ -273,7 +274,7 @@ class _TurnDriver:
             depth=config.depth,
             host=self.host,
         )
-        self._emit("turn.started", {"session_id": config.session_id}, durable=True)
+        self._emit(event_types.TURN_STARTED, {"session_id": config.session_id}, durable=True)
         self._trace("turn_started", provider=config.model.provider, model=config.model.model, depth=config.depth)
         final_text = ""
         try:
@@ -320,7 +321,7 @@ class _TurnDriver:
                 self._trace("plugin_error", plugin=plugin.id, hook="after_turn", error=f"{type(exc).__name__}: {exc}")
         result = replace(result, plugin_state={plugin.id: plugin.snapshot() for plugin in self.plugins})
         self._emit(
-            "turn.finished",
+            event_types.TURN_FINISHED,
             {
                 "outcome": result.outcome,
                 "stop_reason": result.stop_reason,
@@ -395,7 +396,7 @@ class _TurnDriver:
             last_id = node.id
         if texts:
             self.accepted_inputs.extend(texts)
-            self._emit("input.accepted", {"step": step, "inputs": texts}, durable=True)
+            self._emit(event_types.INPUT_ACCEPTED, {"step": step, "inputs": texts}, durable=True)
         return last_id
 
     # -- model calls ----------------------------------------------------------------------
@@ -440,7 +441,9 @@ class _TurnDriver:
                     "source": "turn",
                 }
                 self.llm_calls.append(call)
-                self._emit("usage", {"source": "turn", "step": step, **response.usage.to_dict()}, durable=False)
+                self._emit(
+                    event_types.USAGE, {"source": "turn", "step": step, **response.usage.to_dict()}, durable=False
+                )
                 self._trace(
                     "llm_call_completed",
                     step=step,
@@ -469,7 +472,11 @@ class _TurnDriver:
             if attempt >= policy.max_attempts:
                 raise _Stop("provider_error", f"gave up after {attempt} attempts: {error}")
             delay = policy.delay(attempt)
-            self._emit("model.retry", {"step": step, "attempt": attempt, "delay": delay, "error": error}, durable=False)
+            self._emit(
+                event_types.MODEL_RETRY,
+                {"step": step, "attempt": attempt, "delay": delay, "error": error},
+                durable=False,
+            )
             slept = durable_sleep(
                 self.journal,
                 self._key(step, "sleep", f"retry-{attempt}"),
@@ -493,7 +500,7 @@ class _TurnDriver:
         config = self.config
         streamed: list[str] = []
         meta = {"step": step, "attempt": attempt, "correlation_id": correlation_id}
-        self._emit("model.request_started", {**meta, "model": config.model.model}, durable=False)
+        self._emit(event_types.MODEL_REQUEST_STARTED, {**meta, "model": config.model.model}, durable=False)
         self._trace(
             "llm_call_started", step=step, attempt=attempt, provider=config.model.provider, model=config.model.model
         )
@@ -502,7 +509,7 @@ class _TurnDriver:
             if self.control.is_cancelled():
                 raise _StreamCancelled()
             streamed.append(chunk)
-            self._emit("text.delta", {**meta, "text": chunk}, durable=False)
+            self._emit(event_types.TEXT_DELTA, {**meta, "text": chunk}, durable=False)
 
         request = ModelRequest(
             model=config.model.model,
@@ -514,7 +521,7 @@ class _TurnDriver:
         try:
             response = self.provider.complete(request, on_text_delta=on_text_delta)
         except _StreamCancelled:
-            self._emit("model.attempt_reset", {**meta, "reason": "cancelled"}, durable=False)
+            self._emit(event_types.MODEL_ATTEMPT_RESET, {**meta, "reason": "cancelled"}, durable=False)
             raise _Stop("cancelled", "turn cancelled while the model was answering") from None
         except ProviderError as exc:
             failure = {"error": str(exc), "transient": exc.transient, "status": exc.status}
@@ -523,7 +530,7 @@ class _TurnDriver:
         else:
             return {"ok": True, "response": response.to_dict(), "request_hash": envelope}
         if streamed:
-            self._emit("model.attempt_reset", {**meta, "reason": "attempt_failed"}, durable=False)
+            self._emit(event_types.MODEL_ATTEMPT_RESET, {**meta, "reason": "attempt_failed"}, durable=False)
         if self.control.is_cancelled():
             raise _Stop("cancelled", "turn cancelled while the model was answering")
         return {"ok": False, "request_hash": envelope, **failure}
@@ -554,7 +561,7 @@ class _TurnDriver:
         pending: list[int] = []
         for index, call in enumerate(calls):
             self._emit(
-                "tool_call.started",
+                event_types.TOOL_CALL_STARTED,
                 {"step": step, "call_id": call.id, "name": call.name, "arguments": call.arguments},
                 durable=True,
             )
@@ -587,7 +594,9 @@ class _TurnDriver:
             if output.child_usage is not None:
                 self.child_usage = self.child_usage + output.child_usage
                 self._emit(
-                    "usage", {"source": "child", "call_id": call.id, **output.child_usage.to_dict()}, durable=False
+                    event_types.USAGE,
+                    {"source": "child", "call_id": call.id, **output.child_usage.to_dict()},
+                    durable=False,
                 )
             if output.fatal:
                 fatal.append(f"{call.name} ({call.id}): {output.content}")
@@ -598,7 +607,7 @@ class _TurnDriver:
             )
             last_id = node.id
             self._emit(
-                "tool_call.completed",
+                event_types.TOOL_CALL_COMPLETED,
                 {
                     "step": step,
                     "call_id": call.id,

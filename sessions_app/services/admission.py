@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
+from lashops.core import event_types
 from lashops.core.events import publish
 from sessions_app.errors import (
     InvalidTurnInput,
@@ -77,7 +78,7 @@ def _admit(
         )
     publish(
         workspace=session.workspace,
-        type="turn.started",
+        type=event_types.TURN_STARTED,
         subject=_subject(session.pk, turn=turn.pk),
         data={"turn_id": turn.pk, "index": index, "input": text, "background": background},
     )

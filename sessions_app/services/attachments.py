@@ -9,6 +9,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
+from lashops.core import event_types
 from lashops.core.events import publish
 from sessions_app.models import (
     Attachment,
@@ -44,7 +45,7 @@ def attachment_put(*, session: Session, content: bytes, content_type: str, filen
         )
         publish(
             workspace=session.workspace,
-            type="attachment.added",
+            type=event_types.ATTACHMENT_ADDED,
             subject=_subject(session.pk),
             data={"sha256": digest, "size": attachment.size, "filename": filename},
         )

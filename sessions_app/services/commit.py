@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import F, OuterRef, Subquery, Value
 from django.utils import timezone
 
+from lashops.core import event_types
 from lashops.core.errors import LeaseLost as CoreLeaseLost
 from lashops.core.events import EventDraft, deferred, publish_many
 from lashops.core.services import lease_release
@@ -272,7 +273,7 @@ def _publish_committed(
         drafts=[
             *events,
             EventDraft(
-                type="turn.committed",
+                type=event_types.TURN_COMMITTED,
                 subject=_subject(session.pk, turn=turn.pk),
                 data={
                     "turn_id": turn.pk,

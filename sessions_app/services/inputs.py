@@ -6,6 +6,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from lashops.core import event_types
 from lashops.core.errors import Conflict, InvalidInput
 from lashops.core.events import publish
 from lashops.core.runner import dispatch
@@ -43,7 +44,7 @@ def input_enqueue(*, session: Session, text: str, source_key: str) -> PendingInp
             pending = PendingInput.objects.create(session=session, source_key=source_key, text=text)
             publish(
                 workspace=session.workspace,
-                type="input.queued",
+                type=event_types.INPUT_QUEUED,
                 subject=_subject(session.pk),
                 data={"source_key": source_key, "input_id": pending.pk},
             )
@@ -91,7 +92,7 @@ def input_cancel(*, session: Session, source_key: str) -> PendingInput:
         row.save(update_fields=["status", "updated_at"])
         publish(
             workspace=session.workspace,
-            type="input.cancelled",
+            type=event_types.INPUT_CANCELLED,
             subject=_subject(session.pk),
             data={"source_key": source_key},
         )
@@ -140,7 +141,7 @@ def _apply_pending_commands(session: Session) -> None:
             command.save(update_fields=["status", "applied_at"])
             publish(
                 workspace=session.workspace,
-                type="command.applied",
+                type=event_types.COMMAND_APPLIED,
                 subject=_subject(session.pk),
                 data={"kind": command.kind, "source_key": command.source_key, "reason": command.reason},
             )

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from lashops.core import event_types
 from lashops.core.errors import InvalidInput
 from lashops.core.events import publish
 from lashops.core.models import Effect, Lease, Workspace
@@ -85,7 +86,7 @@ def session_open(
             if existing.status == Session.Status.PARKED:
                 existing.status = Session.Status.OPEN  # opening a parked session resumes it
                 changed.append("status")
-                publish(workspace=workspace, type="session.open", subject=_subject(existing.pk))
+                publish(workspace=workspace, type=event_types.SESSION_RESUMED, subject=_subject(existing.pk))
             if changed:
                 existing.save(update_fields=[*changed, "updated_at"])
             return existing, False
@@ -102,7 +103,7 @@ def session_open(
         )
         publish(
             workspace=workspace,
-            type="session.opened",
+            type=event_types.SESSION_OPENED,
             subject=_subject(session.pk),
             data={"model": session.model, "parent": parent.pk if parent else None, "depth": depth},
         )
@@ -120,7 +121,9 @@ def session_set_status(*, session: Session, status: str) -> Session:
         )
         if not updated:
             raise SessionBusy("a turn is running on this session", details={"active_turn": session.active_turn_id})
-        publish(workspace=session.workspace, type=f"session.{status}", subject=_subject(session.pk))
+        publish(
+            workspace=session.workspace, type=event_types.SESSION_STATUS_EVENT[status], subject=_subject(session.pk)
+        )
     session.refresh_from_db()
     return session
 
@@ -154,7 +157,7 @@ def session_delete(*, session: Session) -> dict[str, Any]:
         held = list(locked.attachments.values_list("attachment_id", flat=True))
         locked.delete()
         _release_unheld(held)
-        publish(workspace=workspace, type="session.deleted", subject=_subject(session.pk), data=report)
+        publish(workspace=workspace, type=event_types.SESSION_DELETED, subject=_subject(session.pk), data=report)
     return report
 
 

@@ -18,6 +18,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from lashops.core import event_types
 from lashops.core.errors import Conflict
 from lashops.core.errors import LeaseHeld as CoreLeaseHeld
 from lashops.core.events import deferred, publish
@@ -204,7 +205,7 @@ def turn_cancel(*, turn: Turn) -> Turn:
         if requested:
             publish(
                 workspace=turn.session.workspace,
-                type="turn.cancel_requested",
+                type=event_types.TURN_CANCEL_REQUESTED,
                 subject=_subject(turn.session_id, turn=turn.pk),
                 data={"turn_id": turn.pk},
             )
