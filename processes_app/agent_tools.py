@@ -139,7 +139,8 @@ def _signal(args: dict[str, Any], ctx: ToolContext) -> ToolOutput:
 
 def _cancel(args: dict[str, Any], ctx: ToolContext) -> ToolOutput:
     from lashops.core.errors import LashOpsError
-    from processes_app.services import ProcessFinished, process_cancel
+    from processes_app.errors import ProcessFinished
+    from processes_app.services import process_cancel
 
     process = _granted(ctx, args["process_id"])
     if process is None:

@@ -14,60 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from lashops.core.models import Effect
+from processes_app.errors import Park, ReplayMismatch
 
 if TYPE_CHECKING:
     from processes_app.engine import ProcessRun
-
-
-class Park(Exception):
-    """Raised inside a definition to park the process until ``wait_*`` is satisfied."""
-
-    def __init__(
-        self,
-        *,
-        wait_kind: str,
-        until: datetime | None = None,
-        signal: str = "",
-        child: str = "",
-        ready: Callable[[], bool] = lambda: False,
-    ) -> None:
-        super().__init__(wait_kind)
-        self.wait_kind = wait_kind
-        self.until = until
-        self.signal = signal
-        self.child = child
-        self.ready = ready  # re-checked under the process row lock: True means do not park
-
-
-class CancelRequested(Exception):
-    pass
-
-
-class LeaseGone(Exception):
-    """This run no longer holds the lease: stop without writing anything."""
-
-
-class DatabaseUnavailable(Exception):
-    """The engine's own read or write could not reach the database: the run stops where it is,
-    records nothing (no definition failure), and the process is re-claimed once it is back."""
-
-
-class ReplayMismatch(Exception):
-    def __init__(self, ordinal: int, expected: tuple[str, str], got: tuple[str, str]) -> None:
-        super().__init__(
-            f"replay diverged at operation {ordinal}: the journal holds {expected[0]} {expected[1]!r}, "
-            f"the definition now asks for {got[0]} {got[1]!r}"
-        )
-        self.ordinal = ordinal
-        self.expected = expected
-        self.got = got
 
 
 @dataclass

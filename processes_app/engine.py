@@ -36,17 +36,9 @@ from lashops.core.events import EventDraft, deferred, publish_many
 from lashops.core.models import Workspace
 from lashops.core.services import effect_record, lease_acquire_many, lease_check, lease_release, lease_renew
 from processes_app import events as process_events
-from processes_app.context import (
-    CancelRequested,
-    DatabaseUnavailable,
-    Journal,
-    LeaseGone,
-    Park,
-    ProcessContext,
-    ReplayMismatch,
-    load_journals,
-)
+from processes_app.context import Journal, ProcessContext, load_journals
 from processes_app.definitions import ProcessDefinition, get_definition
+from processes_app.errors import CancelRequested, DatabaseUnavailable, LeaseGone, Park, ReplayMismatch
 from processes_app.models import Disposition, Process, ProcessEvent, ProcessStatus, WaitKind
 from processes_app.selectors import LEASE_SCOPE, runnable_processes
 

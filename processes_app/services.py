@@ -23,6 +23,13 @@ from lashops.core.models import Effect, Lease, Workspace
 from processes_app import events as process_events
 from processes_app.definitions import get_definition, require_definition, validate_signal
 from processes_app.engine import dispatch_drive, holder_provably_gone, lock_process, terminate
+from processes_app.errors import (
+    CompletionConflict,
+    DeadlineExceeded,
+    NotExternallyOwned,
+    ProcessFinished,
+    RegistrationConflict,
+)
 from processes_app.models import (
     TERMINAL_STATUSES,
     Disposition,
@@ -40,26 +47,6 @@ process_id_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
     "Use 1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit.",
 )
-
-
-class ProcessFinished(Conflict):
-    code = "process_finished"
-
-
-class RegistrationConflict(Conflict):
-    code = "registration_conflict"
-
-
-class NotExternallyOwned(Conflict):
-    code = "not_externally_owned"
-
-
-class CompletionConflict(Conflict):
-    code = "completion_conflict"
-
-
-class DeadlineExceeded(Conflict):
-    code = "deadline_exceeded"
 
 
 def _registration_hash(**fields: Any) -> str:
