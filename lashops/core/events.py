@@ -22,14 +22,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
-from lashops.core import live
+from lashops.core import live, txn
 from lashops.core.models import Event, StreamHead, Workspace
+
+if TYPE_CHECKING:
+    from django.db.models import Field
 
 
 def fleet_group(workspace_id: int) -> str:
@@ -126,8 +129,8 @@ def publish_many(*, workspace: Workspace, drafts: Iterable[EventDraft]) -> list[
     drafts = list(drafts)
     if not drafts:
         return []
-    scope: _Deferral | None = getattr(connection, "_lashops_deferral", None)
-    if scope is not None and connection.in_atomic_block:
+    scope = _deferral.get()
+    if scope is not None and txn.in_transaction():
         events = _unsaved(workspace, drafts)
         send = _LiveSend()
         # The send is also the marker that the drafts survived: a savepoint rollback drops
@@ -167,7 +170,7 @@ def _insert_numbered(batch: list[Event]) -> bool:
     """PostgreSQL: take the cursors and insert the rows in one statement, so the stream-head
     lock is held for that statement and the commit, with no client round trip in between.
     False (nothing written) when the workspace has no stream head yet."""
-    fields = [Event._meta.get_field(name) for name in _EVENT_COLUMNS]
+    fields = [cast("Field[Any, Any]", Event._meta.get_field(name)) for name in _EVENT_COLUMNS]
     params: list[Any] = [len(batch), batch[0].workspace_id, batch[0].workspace_id, len(batch)]
     for i, event in enumerate(batch):
         params.append(i + 1)
@@ -211,6 +214,10 @@ class _Deferral:
     queued: list[tuple[_LiveSend, list[Event]]] = field(default_factory=list)
 
 
+# The open deferred() block of each connection (its outermost one), if any.
+_deferral: txn.ConnectionState[_Deferral] = txn.ConnectionState()
+
+
 @contextmanager
 def deferred() -> Iterator[None]:
     """Queue the durable events published inside this block and write them when it exits,
@@ -225,12 +232,9 @@ def deferred() -> Iterator[None]:
     Nested blocks join the outermost one. Events of a rolled-back savepoint are dropped with
     it; on an exception nothing is written. Until the block exits, returned events have no
     ``cursor``: a caller that needs it reads it after the block."""
-    conn = transaction.get_connection()
-    if not conn.in_atomic_block:
+    if not txn.in_transaction():
         raise TransactionManagementError("events.deferred() must be entered inside transaction.atomic()")
-    scope: _Deferral | None = getattr(conn, "_lashops_deferral", None)
-    if scope is None:
-        scope = conn._lashops_deferral = _Deferral()
+    scope = _deferral.setdefault(_Deferral)
     scope.depth += 1
     ok = False
     try:
@@ -239,14 +243,14 @@ def deferred() -> Iterator[None]:
     finally:
         scope.depth -= 1
         if scope.depth == 0:
-            conn._lashops_deferral = None
-            if ok and not conn.needs_rollback:
-                _flush(conn, scope.queued)
+            _deferral.clear()
+            if ok and not txn.rollback_pending():
+                _flush(scope.queued)
 
 
-def _flush(conn: Any, queued: list[tuple[_LiveSend, list[Event]]]) -> None:
-    pending = {id(func) for _sids, func, _robust in conn.run_on_commit}
-    kept = [(send, events) for send, events in queued if id(send) in pending]
+def _flush(queued: list[tuple[_LiveSend, list[Event]]]) -> None:
+    sends = set(txn.still_queued(send for send, _events in queued))
+    kept = [(send, events) for send, events in queued if send in sends]
     if not kept:
         return
     events = [event for _send, batch in kept for event in batch]

@@ -15,7 +15,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from lashops.core import tenancy
+from lashops.core import tenancy, txn
 from lashops.core.errors import Conflict, InvalidInput, LeaseHeld, LeaseLost, NotFound
 from lashops.core.models import ApiKey, Effect, Lease, StreamHead, WorkerHeartbeat, Workspace, slug_validator
 
@@ -276,7 +276,7 @@ def effect_record(*, workspace: Workspace | int, scope: str, replay_key: str, ki
     workspace_id = workspace if isinstance(workspace, int) else workspace.pk
     row = Effect(workspace_id=workspace_id, scope=scope, replay_key=replay_key, kind=kind, outcome=outcome)
     try:
-        if connection.in_atomic_block:
+        if txn.in_transaction():
             with transaction.atomic():  # a savepoint: a lost race must not break the caller's transaction
                 row.save(force_insert=True)
         else:
@@ -374,7 +374,7 @@ def worker_beat(
             _worker_publish(
                 type="worker.recovered",
                 row=row,
-                data={"stale_reported_at": stale_since.isoformat(), "health": "healthy"},
+                data={"stale_reported_at": stale_since.isoformat(), "health": "healthy"},  # type: ignore[union-attr]  # recovered: it was set
             )
     return row
 
@@ -484,7 +484,7 @@ def _stale_work(row: WorkerHeartbeat, *, now: Any) -> Callable[[int], dict[str, 
                 "scope": lease["scope"],
                 "key": lease["key"],
                 "holder": lease["holder"],
-                "expires_at": lease["expires_at"].isoformat(),
+                "expires_at": lease["expires_at"].isoformat(),  # type: ignore[union-attr]  # live leases: filtered on it
             }
             for lease, owner in zip(leases, lease_owners, strict=True)
             if owner == workspace_id
