@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from lashops.core import event_types
 from lashops.core.events import EventDraft, publish_many
 from processes_app.models import Process, ProcessEvent
 
-LOG_ONLY = frozenset({"process.step_completed"})
+LOG_ONLY = frozenset({event_types.PROCESS_STEP_COMPLETED})
 
 Entry = tuple[str, dict[str, Any]]
 

@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from lashops.core import event_types
 from lashops.core.errors import Conflict, InvalidInput, NotFound
 from lashops.core.events import publish_many
 from lashops.core.models import Effect, Lease, Workspace
@@ -185,7 +186,7 @@ def _created_entry(proc: Process) -> process_events.Entry:
     data = {"kind": proc.kind, "disposition": proc.disposition, "provenance": proc.provenance, "parent": proc.parent_id}
     if proc.wait_until is not None:
         data["deadline"] = proc.wait_until.isoformat()
-    return ("process.created", data)
+    return (event_types.PROCESS_CREATED, data)
 
 
 def process_start(
@@ -369,13 +370,15 @@ def process_signal(
     with transaction.atomic():
         proc = _get_locked(workspace, process_id)
         if idempotency_key:
-            sent = ProcessEvent.objects.filter(process=proc, type=f"signal.{name}", data__key=idempotency_key).first()
+            sent = ProcessEvent.objects.filter(
+                process=proc, type=f"{event_types.SIGNAL_PREFIX}{name}", data__key=idempotency_key
+            ).first()
             if sent is not None:
                 return sent
         if proc.is_terminal:
             raise ProcessFinished(f"process {process_id!r} is {proc.status}; it takes no signals")
         data = {"signal": name, "payload": payload} | ({"key": idempotency_key} if idempotency_key else {})
-        [event] = process_events.append(proc, [(f"signal.{name}", data)])
+        [event] = process_events.append(proc, [(f"{event_types.SIGNAL_PREFIX}{name}", data)])
         if proc.wait_kind == WaitKind.SIGNAL and proc.wait_signal == name:
             Process.objects.filter(pk=proc.pk).update(
                 wait_kind=WaitKind.NONE, wait_signal="", wait_until=None, runnable_since=timezone.now()
@@ -395,7 +398,9 @@ def process_cancel(*, workspace: Workspace, process_id: str, cascade: bool = Fal
             proc.cancel_requested_at = timezone.now()
             proc.cancel_cascade = cascade
             proc.save(update_fields=["cancel_requested_at", "cancel_cascade", "updated_at"])
-            process_events.append(proc, [("process.cancel_requested", {"cascade": cascade, "reason": reason})])
+            process_events.append(
+                proc, [(event_types.PROCESS_CANCEL_REQUESTED, {"cascade": cascade, "reason": reason})]
+            )
         held = Lease.objects.filter(
             scope=LEASE_SCOPE, key=proc.pk, expires_at__gte=timezone.now(), holder__gt=""
         ).exists()
@@ -425,7 +430,7 @@ def process_abandon_request(*, workspace: Workspace, process_id: str) -> Process
         if proc.abandon_requested_at is None:
             proc.abandon_requested_at = timezone.now()
             proc.save(update_fields=["abandon_requested_at", "updated_at"])
-            process_events.append(proc, [("process.abandon_requested", {})])
+            process_events.append(proc, [(event_types.PROCESS_ABANDON_REQUESTED, {})])
     return proc
 
 
@@ -507,7 +512,11 @@ def _completion_replay(
     proc: Process, status: str, output: Any, error: dict[str, Any] | None, idempotency_key: str
 ) -> Process:
     """The answer to a completion of a process that has already ended."""
-    ended = ProcessEvent.objects.filter(process=proc, type=f"process.{proc.status}").order_by("-seq").first()
+    ended = (
+        ProcessEvent.objects.filter(process=proc, type=f"{event_types.PROCESS_TERMINAL_PREFIX}{proc.status}")
+        .order_by("-seq")
+        .first()
+    )
     completion = ended.data.get("completion") if ended is not None else None
     if completion is None:
         if proc.error and proc.error.get("code") == "deadline_exceeded":
@@ -600,7 +609,7 @@ def process_session_deleted(*, workspace: Workspace, session_id: str) -> dict[st
         preserved = sorted(pk for pk, granted in rows if granted)
         for pk in orphaned + preserved:
             proc = lock_process(pk)
-            process_events.append(proc, [("process.handle_revoked", {"session": session_id})])
+            process_events.append(proc, [(event_types.PROCESS_HANDLE_REVOKED, {"session": session_id})])
     return {"revoked_handle_count": revoked, "orphaned_process_ids": orphaned, "preserved_process_ids": preserved}
 
 

@@ -11,6 +11,7 @@ import jsonschema
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from lashops.core import event_types
 from lashops.core.errors import Conflict, InvalidInput, NotFound
 from lashops.core.events import publish
 from lashops.core.models import Workspace
@@ -151,7 +152,7 @@ def occurrence_emit(
                 started.append(process_id)
             publish(
                 workspace=workspace,
-                type="trigger.occurred",
+                type=event_types.TRIGGER_OCCURRED,
                 subject={"trigger": event.name, "occurrence": occurrence_id},
                 data={"source": source, "processes": started},
             )
