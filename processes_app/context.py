@@ -20,8 +20,11 @@ from typing import TYPE_CHECKING, Any
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from lashops.core.models import Effect
+from lashops.core.errors import NotFound
+from lashops.core.models import Effect, Workspace
 from processes_app.errors import Park, ReplayMismatch
+from sessions_app import services as session_services
+from sessions_app.models import Session
 
 if TYPE_CHECKING:
     from processes_app.engine import ProcessRun
@@ -263,9 +266,7 @@ class ProcessContext:
             return recorded["turn"]
         self._run.flush()
         self._run.boundary()
-        from processes_app.sessions_bridge import run_turn
-
-        turn = run_turn(
+        turn = _agent_turn(
             workspace=self.workspace,
             session_id=session_id,
             text=input,
@@ -274,6 +275,23 @@ class ProcessContext:
         return self._record(
             "agent_turn", session_id, ordinal, {"turn": turn}, log=[("process.agent_turn", {"session": session_id})]
         )["turn"]
+
+
+def _agent_turn(*, workspace: Workspace, session_id: str, text: str, source_key: str) -> dict[str, Any]:
+    """Run one turn in a session to its commit and summarise it as JSON."""
+    session = Session.objects.filter(workspace=workspace, pk=session_id).first()
+    if session is None:
+        raise NotFound(f"no session {session_id!r}")
+    turn = session_services.turn_start(session=session, text=text, source_key=source_key[:200])
+    if turn.status != "committed":
+        turn = session_services.turn_drive(turn_id=turn.pk)
+    return {
+        "turn_id": turn.pk,
+        "session_id": session_id,
+        "status": turn.status,
+        "outcome": turn.outcome,
+        "final_text": turn.final_text,
+    }
 
 
 def _child_id(parent_id: str, ordinal: int) -> str:

@@ -32,7 +32,7 @@ from processes_app.engine.claims import (
 )
 from processes_app.engine.completion import Completions, finish, terminate
 from processes_app.engine.dispatch import dispatch_drive, dispatch_drive_later
-from processes_app.engine.run import CancelWatch, ProcessRun, drive, run_claim
+from processes_app.engine.run import CancelWatch, ProcessRun, drive, enqueue_wake, run_claim
 
 __all__ = [
     "HOST",
@@ -45,6 +45,7 @@ __all__ = [
     "dispatch_drive",
     "dispatch_drive_later",
     "drive",
+    "enqueue_wake",
     "finish",
     "holder_id",
     "holder_provably_gone",

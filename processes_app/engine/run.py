@@ -17,6 +17,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from lashops.core.errors import LeaseLost
+from lashops.core.models import Workspace
 from lashops.core.services import effect_record, lease_check, lease_release
 from processes_app import events as process_events
 from processes_app.context import ProcessContext
@@ -35,6 +36,8 @@ from processes_app.engine.dispatch import dispatch_drive_later
 from processes_app.errors import CancelRequested, DatabaseUnavailable, LeaseGone, Park, ReplayMismatch
 from processes_app.models import Process, ProcessEvent, ProcessStatus, WaitKind
 from processes_app.selectors import LEASE_SCOPE
+from sessions_app import services as session_services
+from sessions_app.models import Session
 
 log = logging.getLogger(__name__)
 
@@ -295,8 +298,6 @@ class ProcessRun:
     def deliver_wake(self, *, source_key: str, payload: dict[str, Any]) -> None:
         if not self.process.wake_session_id:
             return  # recorded, delivered nowhere
-        from processes_app.sessions_bridge import enqueue_wake
-
         enqueue_wake(
             workspace=self.process.workspace,
             session_id=self.process.wake_session_id,
@@ -345,6 +346,18 @@ class ProcessRun:
     def finish(self, status: str, *, output: Any = None, error: dict | None = None) -> str:
         """Complete the run with the held-back step record, only if the token is still current."""
         return _finish(self.claim, status, output=output, error=error, run=self)
+
+
+def enqueue_wake(
+    *, workspace: Workspace, session_id: str, process_id: str, source_key: str, payload: dict[str, Any]
+) -> None:
+    """Queue a process event as input of its wake-target session, exactly once per source key.
+    A session that no longer exists gets nothing (the event stays in the process log)."""
+    session = Session.objects.filter(workspace=workspace, pk=session_id).first()
+    if session is None:
+        return
+    text = f"[process {process_id}] {payload['event']}: {json.dumps(payload.get('data') or {}, sort_keys=True)}"
+    session_services.input_enqueue(session=session, text=text, source_key=source_key[:200])
 
 
 def _due(process: Process) -> bool:

@@ -9,9 +9,9 @@ import pytest
 from django.utils import timezone
 
 from lashops.core.models import Lease
+from processes_app.engine import enqueue_wake
 from processes_app.models import Process, ProcessEvent
 from processes_app.services import process_start
-from processes_app.sessions_bridge import enqueue_wake
 from sessions_app.models import PendingInput, Session, Turn
 from sessions_app.services import session_open
 from tests.processes.definitions import SimulatedCrash
