@@ -20,6 +20,7 @@ from django.db.models import Case, F, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from lashops.core import event_types
 from lashops.core.errors import LeaseLost
 from lashops.core.events import EventDraft, deferred, publish_many
 from lashops.core.models import Workspace
@@ -217,9 +218,9 @@ def _begin_batch(claims: list[Claim], now: Any) -> None:
         claim.begun = True
         if proc.first_started_at is None:
             proc.first_started_at, proc.first_started_by = now, claim.holder
-            entry = ("process.started", {"holder": claim.holder})
+            entry = (event_types.PROCESS_STARTED, {"holder": claim.holder})
         else:
-            entry = ("process.resumed", {"holder": claim.holder, "run": proc.run_count + 1})
+            entry = (event_types.PROCESS_RESUMED, {"holder": claim.holder, "run": proc.run_count + 1})
         proc.wait_kind, proc.wait_until, proc.wait_signal, proc.wait_child = WaitKind.NONE, None, "", ""
         proc.run_count += 1
         proc.updated_at = now

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from lashops.core import event_types
 from lashops.core.errors import LeaseLost
 from lashops.core.events import EventDraft, publish_many
 from lashops.core.models import Workspace
@@ -225,7 +226,7 @@ def _set_terminal(
         data["error"] = error
     if evidence:
         data["evidence"] = evidence
-    return process_events.prepare(proc, [*(log or []), (f"process.{status}", data)])
+    return process_events.prepare(proc, [*(log or []), (f"{event_types.PROCESS_TERMINAL_PREFIX}{status}", data)])
 
 
 TERMINAL_FIELDS = [
