@@ -30,6 +30,8 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@# mypy imports the settings (django-stubs' plugin): DEBUG=1 spares it a SECRET_KEY.
+	DEBUG=1 $(BIN)/mypy
 
 test: lint
 	@echo "== SQLite pass (embedded default) =="

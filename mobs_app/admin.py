@@ -4,6 +4,8 @@ ledger and contacts. Actions call services and report with message_user."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import CharField, QuerySet, Value
@@ -37,7 +39,7 @@ register_lease_keys(
     SCOPE,
     lambda ids: (
         Identity.objects.filter(mob__workspace__in=ids)
-        .annotate(lease_key=Concat(Cast("mob_id", CharField()), Value(":"), "key", output_field=CharField()))
+        .annotate(lease_key=Concat(Cast("mob_id", CharField()), Value(":"), "key", output_field=CharField()))  # type: ignore[no-redef, misc]  # the stubs see the model property of that name
         .values("lease_key")
     ),
 )
@@ -80,7 +82,7 @@ class MobDefinitionAdmin(WorkspaceScopedAdmin):
     search_fields = ("mob__mob_id",)
     readonly_fields = ("mob", "revision", "data", "created_at")
 
-    def get_form(self, request: HttpRequest, obj: MobDefinition | None = None, **kwargs):
+    def get_form(self, request: HttpRequest, obj: MobDefinition | None = None, **kwargs):  # type: ignore[override]  # change= arrives in kwargs
         form = super().get_form(request, obj, **kwargs)
         if obj is not None:
             form.base_fields.pop("workspace", None)  # a revision stays in its mob's workspace
@@ -277,7 +279,7 @@ class EdgeForm(forms.ModelForm):
         fields = ("mob", "a", "b")
 
     def clean(self) -> dict:
-        data = super().clean()
+        data: dict[str, Any] = super().clean()  # type: ignore[assignment]  # a ModelForm's clean returns its cleaned_data
         if data.get("a") and data.get("b"):
             try:
                 data["a"], data["b"] = canonical(data["a"], data["b"])

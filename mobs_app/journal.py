@@ -202,8 +202,8 @@ def console_transition(
         # of=("self",): lock the frame only. A plain FOR UPDATE over the join also locked the mob and
         # the workspace row, and any commit inserting an Event checks its workspace foreign key with
         # FOR KEY SHARE while holding the stream head: a deadlock on PostgreSQL.
-        frame = (
-            ConsoleFrame.objects.select_for_update(of=("self",))
+        frame = (  # None is handled below
+            ConsoleFrame.objects.select_for_update(of=("self",))  # type: ignore[assignment]
             .select_related("mob__workspace")
             .filter(pk=frame.pk)
             .first()
@@ -262,7 +262,7 @@ def console_update(
 def parse_console_cursor(value: str | None) -> int:
     if value in (None, ""):
         return 0
-    raw = value.removeprefix("console:")
+    raw = value.removeprefix("console:")  # type: ignore[union-attr]  # None returned above
     # ASCII digits only (str.isdigit also accepts "²"), and within a bigint.
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
         raise InvalidInput(f"invalid console cursor {value!r}: use console:<seq>", code="invalid_cursor")

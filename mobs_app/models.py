@@ -54,7 +54,7 @@ class Mob(models.Model):
 
     @property
     def definition(self) -> dict:
-        return self.active_revision.data if self.active_revision_id else {}
+        return self.active_revision.data if self.active_revision_id else {}  # type: ignore[union-attr]  # active_revision_id checked
 
 
 class MobDefinition(models.Model):

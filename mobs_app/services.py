@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -154,7 +154,7 @@ def _identity_row(mob: Mob, spec: dict[str, Any], source: str) -> Identity:
         context=spec.get("context") or {},
         initial_message=spec.get("initial_message") or "",
         source=source,
-        revision=mob.active_revision.revision if mob.active_revision_id else 0,
+        revision=mob.active_revision.revision if mob.active_revision_id else 0,  # type: ignore[union-attr]  # active_revision_id checked
     )
 
 
@@ -236,15 +236,15 @@ def roster_reconcile(*, mob: Mob, desired: list[dict[str, Any]], source: str = I
         spec = by_key[key]
         Identity.objects.filter(mob=mob, key=key).update(
             **{f: spec.get(f) or ({} if f in ("labels", "context") else "") for f in _RELOADABLE},
-            revision=mob.active_revision.revision,
+            revision=mob.active_revision.revision,  # type: ignore[union-attr]  # a mob with members has an active revision
         )
     for key in actions["respawn"]:
         identity = identity_get(mob=mob, key=key)
         Identity.objects.filter(pk=identity.pk).update(profile=by_key[key]["profile"])
         if Continuity.objects.filter(pk=identity.pk).exclude(session_id="").exists():
-            transaction.on_commit(lambda pk=identity.pk: _reset_quietly(pk))
+            transaction.on_commit(lambda pk=identity.pk: _reset_quietly(pk))  # type: ignore[misc]  # default binds the loop value
     for key in actions["retire"]:
-        transaction.on_commit(lambda key=key: _retire_quietly(mob.pk, key))
+        transaction.on_commit(lambda key=key: _retire_quietly(mob.pk, key))  # type: ignore[misc]  # default binds the loop value
     transaction.on_commit(lambda: hooks.run("post_reconcile", mob, actions))
     return actions
 
@@ -368,7 +368,7 @@ def identity_materialize(*, identity: Identity, retry_broken: bool = False) -> I
         spec = member_spec(identity)
         backend = member_sessions()
         if resume:
-            session_id = backend.open(workspace=mob.workspace, session_id=record.session_id, spec=spec, resume=True)
+            session_id = backend.open(workspace=mob.workspace, session_id=record.session_id, spec=spec, resume=True)  # type: ignore[union-attr]  # resume: record exists
         else:
             _capacity_take(mob)
             took_capacity = True
@@ -399,7 +399,7 @@ def identity_materialize(*, identity: Identity, retry_broken: bool = False) -> I
     return identity_get(mob=mob, key=identity.key)
 
 
-def _identity_claim(identity: Identity, claimable: list[str]) -> Acquired | None:
+def _identity_claim(identity: Identity, claimable: Sequence[str]) -> Acquired | None:
     """Take the identity lease and claim the identity (-> warming); None when another caller
     claimed it first (the caller coalesces). The identity lease and the claim commit together,
     the lease first (the order of every writer under the lease): a warming identity always has
@@ -425,7 +425,7 @@ def _identity_claim(identity: Identity, claimable: list[str]) -> Acquired | None
 def _member_spawn(backend: MemberSessions, *, mob: Mob, identity: Identity, spec: MemberSpec, generation: int) -> str:
     """Open a new member session for ``identity`` (the ``before_create`` hook may change the
     model, prompt and labels first). Returns its id."""
-    request = {"model": spec.model, "system_prompt": spec.system_prompt, "labels": spec.labels}
+    request: dict[str, Any] = {"model": spec.model, "system_prompt": spec.system_prompt, "labels": spec.labels}
     hooks.run_strict("before_create", request)
     spec.model, spec.system_prompt, spec.labels = request["model"], request["system_prompt"], request["labels"]
     session_id = member_session_id(mob_pk=mob.pk, identity=identity.key, generation=generation)
@@ -459,7 +459,7 @@ def _member_activate(
         Identity.objects.filter(pk=identity.pk).update(
             state=Identity.State.ACTIVE,
             materializations=F("materializations") + 1,
-            revision=mob.active_revision.revision,
+            revision=mob.active_revision.revision,  # type: ignore[union-attr]  # a mob with members has an active revision
         )
         entries = [
             (
@@ -573,9 +573,12 @@ def identity_reload(*, identity: Identity) -> Identity:
             )
         with transaction.atomic():
             lease_provider().check(identity.lease_key, token=grant.token, lock=True)
-            Identity.objects.filter(pk=identity.pk).update(revision=mob.active_revision.revision)
+            Identity.objects.filter(pk=identity.pk).update(revision=mob.active_revision.revision)  # type: ignore[union-attr]  # a mob with members has an active revision
             ledger_append(
-                mob=mob, kind="member_reloaded", identity=identity.key, data={"revision": mob.active_revision.revision}
+                mob=mob,
+                kind="member_reloaded",
+                identity=identity.key,
+                data={"revision": mob.active_revision.revision},  # type: ignore[union-attr]  # a mob with members has an active revision
             )
     return identity_get(mob=mob, key=identity.key)
 
@@ -734,7 +737,7 @@ def _desired_managed_edges(mob: Mob) -> dict[str, set[tuple[str, str]]]:
     members = list(
         Identity.objects.filter(mob=mob, state__in=LIVE_STATES).values_list("key", "profile").order_by("key")
     )
-    desired = {Edge.Source.WIRING: wiring_edges(mob.definition, members)}
+    desired: dict[str, set[tuple[str, str]]] = {Edge.Source.WIRING: wiring_edges(mob.definition, members)}
     if settings.LASHOPS_MOB_TOPOLOGY_PROVIDER:
         from lashops.runtime.tools import resolve_dotted_path
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import TypeGuard
 
 from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, Subquery
@@ -41,8 +42,8 @@ log = logging.getLogger(__name__)
 SWEEP_BATCH = 200
 
 
-def _live_lease(lease: Lease | None, now: datetime) -> bool:
-    return lease is not None and bool(lease.holder) and lease.expires_at >= now
+def _live_lease(lease: Lease | None, now: datetime) -> TypeGuard[Lease]:
+    return lease is not None and bool(lease.holder) and lease.expires_at >= now  # type: ignore[operator]  # a held lease has an expiry
 
 
 def identities_warming_recover(*, now: datetime | None = None) -> int:

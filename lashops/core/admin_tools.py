@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -108,7 +108,7 @@ class ScopedRelatedFieldListFilter(admin.RelatedFieldListFilter):
         return [(obj.pk, str(obj)) for obj in queryset[:500]]
 
 
-def _scope_form_fields(request: HttpRequest, form_class: type, site: admin.AdminSite) -> None:
+def _scope_form_fields(request: HttpRequest, form_class: type[forms.ModelForm], site: admin.AdminSite) -> None:
     """Every model choice field of ``form_class`` offers and accepts in-scope rows only. Fields
     are copied first: declared fields are shared with the form's base class across requests."""
     if member_workspace_ids(request) is None:
@@ -116,7 +116,7 @@ def _scope_form_fields(request: HttpRequest, form_class: type, site: admin.Admin
     for name, field in list(form_class.base_fields.items()):
         if isinstance(field, forms.ModelChoiceField):  # ModelMultipleChoiceField is a subclass
             field = copy.deepcopy(field)
-            field.queryset = scoped(request, field.queryset, site)
+            field.queryset = scoped(request, field.queryset, site)  # type: ignore[arg-type]  # a model form's choice field has one
             form_class.base_fields[name] = field
 
 
@@ -136,7 +136,7 @@ class _Scoping:
         return queryset.filter(**{f"{self.workspace_path}__in": ids})
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return self.scope_queryset(request, super().get_queryset(request))
+        return self.scope_queryset(request, super().get_queryset(request))  # type: ignore[misc]  # a mixin: super() is the ModelAdmin or inline it is mixed into
 
     def _global_limited(self, request: HttpRequest) -> bool:
         return self.workspace_path is None and member_workspace_ids(request) is not None
@@ -144,12 +144,12 @@ class _Scoping:
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         if self._global_limited(request) and self.global_rows != "read":
             return False
-        return super().has_view_permission(request, obj)
+        return super().has_view_permission(request, obj)  # type: ignore[misc]  # a mixin: super() is the ModelAdmin or inline it is mixed into
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         if self._global_limited(request) and self.global_rows != "read":
             return False
-        return super().has_module_permission(request)
+        return super().has_module_permission(request)  # type: ignore[misc]  # a mixin: super() is the ModelAdmin or inline it is mixed into
 
 
 class WorkspaceScopedAdmin(_Scoping, admin.ModelAdmin):
@@ -267,8 +267,8 @@ class WorkspaceScopedInline(_Scoping):
     """Scoping for inlines: the rows shown and every choice of their forms."""
 
     def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
-        formset = super().get_formset(request, obj, **kwargs)
-        _scope_form_fields(request, formset.form, self.admin_site)
+        formset = super().get_formset(request, obj, **kwargs)  # type: ignore[misc]  # a mixin: super() is the ModelAdmin or inline it is mixed into
+        _scope_form_fields(request, formset.form, self.admin_site)  # type: ignore[attr-defined]  # the inline's
         return formset
 
 
@@ -340,7 +340,9 @@ def unscoped_admins(site: admin.AdminSite) -> list[str]:
         if not model_admin.read_only and model_admin.editable_fields is _UNSET:
             problems.append(f"{label}: neither read_only nor an editable_fields allowlist")
         for entry in model_admin.list_filter:
-            path = entry if isinstance(entry, str) else entry[0] if isinstance(entry, tuple) else None
+            path = cast(
+                "str | None", entry if isinstance(entry, str) else entry[0] if isinstance(entry, tuple) else None
+            )
             if path and "__" in path and not get_fields_from_path(model, path)[-1].is_relation:
                 # Django lists such values from the related table, unscoped.
                 problems.append(f"{label}: list filter {path!r} reads another table's values unscoped")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from django.db import transaction
-from django.http import HttpRequest
 from ninja import Path, Query, Router, Schema, Status
 from ninja.pagination import paginate
 
 from lashops.core import event_types, schemas, selectors, services
+from lashops.core.auth import WorkspaceRequest
 from lashops.core.errors import NotFound
 from lashops.core.events import publish
 from lashops.core.models import ApiKey
@@ -28,17 +28,17 @@ router = Router(tags=["platform"])
 
 
 @router.get("/workspace", response=WorkspaceOut)
-def workspace_detail(request: HttpRequest):
+def workspace_detail(request: WorkspaceRequest):
     return request.workspace
 
 
 @router.get("/keys", response=list[ApiKeyOut])
 @paginate(BoundedLimitOffsetPagination)
-def api_key_list(request: HttpRequest):
+def api_key_list(request: WorkspaceRequest):
     return selectors.api_key_list(workspace=request.workspace)
 
 
-def _key_or_404(request: HttpRequest, key_id: int) -> ApiKey:
+def _key_or_404(request: WorkspaceRequest, key_id: int) -> ApiKey:
     api_key = selectors.api_key_list(workspace=request.workspace).filter(pk=key_id).first()
     if api_key is None:
         raise NotFound(f"no API key {key_id} in this workspace")
@@ -46,7 +46,7 @@ def _key_or_404(request: HttpRequest, key_id: int) -> ApiKey:
 
 
 @router.post("/keys", response={201: ApiKeyCreatedOut, 422: ErrorOut})
-def api_key_create(request: HttpRequest, payload: ApiKeyIn):
+def api_key_create(request: WorkspaceRequest, payload: ApiKeyIn):
     with transaction.atomic():
         issued = services.api_key_create(workspace=request.workspace, name=payload.name)
         publish(
@@ -60,12 +60,12 @@ def api_key_create(request: HttpRequest, payload: ApiKeyIn):
 
 
 @router.get("/keys/{key_id}", response={200: ApiKeyOut, 404: ErrorOut})
-def api_key_detail(request: HttpRequest, key_id: int = Path(..., ge=1, le=BIGINT_MAX)):
+def api_key_detail(request: WorkspaceRequest, key_id: int = Path(..., ge=1, le=BIGINT_MAX)):
     return _key_or_404(request, key_id)
 
 
 @router.delete("/keys/{key_id}", response={200: ApiKeyOut, 404: ErrorOut})
-def api_key_revoke(request: HttpRequest, key_id: int = Path(..., ge=1, le=BIGINT_MAX)):
+def api_key_revoke(request: WorkspaceRequest, key_id: int = Path(..., ge=1, le=BIGINT_MAX)):
     api_key = _key_or_404(request, key_id)
     with transaction.atomic():
         services.api_key_revoke(api_key=api_key)
@@ -84,7 +84,7 @@ class EventsQuery(Schema):
 
 
 @router.get("/events", response={200: EventPageOut, 422: ErrorOut})
-def event_list(request: HttpRequest, query: Query[EventsQuery]):
+def event_list(request: WorkspaceRequest, query: Query[EventsQuery]):
     """The workspace's durable events after a cursor (the fleet stream, over HTTP)."""
     return selectors.event_page(workspace=request.workspace, after=query.after, limit=query.limit)
 
@@ -95,7 +95,7 @@ class ProbeOut(Schema):
 
 
 @router.post("/runner/probe", response={202: ProbeOut})
-def runner_probe(request: HttpRequest):
+def runner_probe(request: WorkspaceRequest):
     """Dispatch a no-op task through the runner (a Celery worker in production). When it has run,
     a ``runner.probe_completed`` event with the worker's host and pid appears on the fleet stream."""
     import uuid
@@ -112,7 +112,7 @@ def runner_probe(request: HttpRequest):
 
 @router.get("/workers", response=list[dict])
 def worker_list(
-    request: HttpRequest, all: bool = Query(False, description="Also list stopped, dead and stale workers.")
+    request: WorkspaceRequest, all: bool = Query(False, description="Also list stopped, dead and stale workers.")
 ):
     """Runner processes (Celery pool processes, in-process drivers) with their last heartbeat,
     health (``healthy``/``stale``/``dead``/``stopped``), this workspace's work in flight on each,
@@ -124,7 +124,7 @@ def worker_list(
 
 
 @router.post("/ws-tickets", response={201: schemas.WsTicketOut, 401: ErrorOut})
-def ws_ticket_create(request: HttpRequest):
+def ws_ticket_create(request: WorkspaceRequest):
     """A short-lived, single-use ticket for one WebSocket handshake: open any ``/ws/`` path with
     ``?ticket=<ticket>`` before it expires. For browsers and clients that cannot set headers, so
     that no API key travels in a URL (URLs end up in access logs). Bound to this workspace and to

@@ -7,7 +7,7 @@ its own; a logged-in user picks one of theirs with the ``X-LashOps-Workspace`` h
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.http import HttpRequest
 from ninja.security import APIKeyHeader, SessionAuth
@@ -17,6 +17,15 @@ from lashops.core.services import api_key_authenticate
 from lashops.core.validation import text_problem
 
 WORKSPACE_HEADER = "X-LashOps-Workspace"
+
+
+class WorkspaceRequest(HttpRequest):
+    """The request an authenticated API view receives (for type annotations; never built):
+    ``ApiKeyAuth`` or ``WorkspaceSessionAuth`` has set the workspace it acts in, and the API key
+    when one authenticated it (a logged-in session sets no ``api_key``)."""
+
+    workspace: Workspace
+    api_key: ApiKey | None
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -54,8 +63,9 @@ class ApiKeyAuth(APIKeyHeader):
         api_key = api_key_authenticate(plaintext=token)
         if api_key is None:
             return None
-        request.workspace = api_key.workspace
-        request.api_key = api_key
+        typed = cast(WorkspaceRequest, request)
+        typed.workspace = api_key.workspace
+        typed.api_key = api_key
         return api_key
 
 
@@ -80,7 +90,7 @@ class WorkspaceSessionAuth(SessionAuth):
         workspace = workspace_for_user(user, request.headers.get(WORKSPACE_HEADER))
         if workspace is None:
             return None
-        request.workspace = workspace
+        cast(WorkspaceRequest, request).workspace = workspace
         return user
 
 

@@ -191,7 +191,7 @@ class ReplayingConsumer(AsyncJsonWebsocketConsumer):
     workspace: Workspace
     last_sent: int
     buffering: bool
-    buffer: list[dict[str, Any]]
+    buffer: list[tuple[dict[str, Any], str]]  # (event, its JSON text)
 
     # --- subclass hooks ---------------------------------------------------------------
 

@@ -251,7 +251,7 @@ class Hub:
                 feed.stale = True
             if feed.stale:
                 await self._rejoin(feed)
-            elif now - joined_at > renew_after:
+            elif now - joined_at > renew_after:  # type: ignore[operator]  # not stale: joined_at is set
                 try:
                     await self._join(feed)
                 except Exception as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from django.conf import settings
 from django.db import connections
@@ -43,9 +44,10 @@ _modules_imported = False
 
 
 def _entries() -> list[tuple[str, str, float]]:
+    schedule: dict[str, dict[str, Any]] = settings.CELERY_BEAT_SCHEDULE
     return [
         (name, entry["task"], float(entry["schedule"]))
-        for name, entry in settings.CELERY_BEAT_SCHEDULE.items()
+        for name, entry in schedule.items()
         if isinstance(entry.get("schedule"), int | float)
     ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -111,10 +111,15 @@ def leases_held(*, now: datetime | None = None) -> QuerySet[Lease]:
     return Lease.objects.exclude(holder="").filter(expires_at__gte=now)
 
 
+def _lease_rows(leases: QuerySet[Lease]) -> list[dict[str, Any]]:
+    rows = leases.order_by("scope", "key").values("scope", "key", "holder", "expires_at")
+    return cast("list[dict[str, Any]]", list(rows))
+
+
 def workspace_leases_held(*, workspace: Workspace, now: datetime | None = None) -> list[dict[str, Any]]:
     """The live leases whose subject (session, process, identity) belongs to ``workspace``, as
     ``{"scope", "key", "holder", "expires_at"}``; one query per lease scope maps them."""
-    held = list(leases_held(now=now).order_by("scope", "key").values("scope", "key", "holder", "expires_at"))
+    held = _lease_rows(leases_held(now=now))
     return [lease for lease, owner in zip(held, tenancy.lease_workspaces(held), strict=True) if owner == workspace.pk]
 
 
@@ -140,7 +145,7 @@ def worker_report(
     now = now or timezone.now()
     rows = list(worker_list())
     if workspace is None:
-        held = list(leases_held(now=now).order_by("scope", "key").values("scope", "key", "holder", "expires_at"))
+        held = _lease_rows(leases_held(now=now))
         in_flight = {row.pk: row.in_flight for row in rows}
     else:
         if held is None:

@@ -16,7 +16,7 @@ from lashops.ops import selectors
 
 
 def workspaces_for(request: HttpRequest) -> list[Workspace]:
-    user = request.user
+    user: Any = request.user  # a logged-in User (the ops views require one)
     qs = Workspace.objects.all() if user.is_superuser else user.lashops_workspaces.all()
     return list(qs.order_by("slug"))
 

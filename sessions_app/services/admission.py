@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from django.conf import settings
 from django.db.models import OuterRef, Subquery
@@ -41,7 +42,7 @@ def _admit(
     text: str,
     source_key: str,
     background: bool,
-    accept_inputs: list[int] = (),
+    accept_inputs: Sequence[int] = (),
     running: bool = False,
 ) -> Turn:
     """Claim the session's lane and create the turn (in the caller's transaction), ``running``

@@ -65,4 +65,4 @@ def _release_unheld(digests: list[str]) -> None:
     for attachment in Attachment.objects.filter(pk__in=digests, holders__isnull=True):
         name = attachment.storage_name
         attachment.delete()
-        transaction.on_commit(lambda name=name: default_storage.delete(name))
+        transaction.on_commit(lambda name=name: default_storage.delete(name))  # type: ignore[misc]  # default binds the loop value

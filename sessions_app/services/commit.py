@@ -205,7 +205,7 @@ def _advance_head(session: Session, turn: Turn, *, result: TurnResult, usage: _U
 
 
 def _insert_nodes(session: Session, locked: Turn, result: TurnResult) -> None:
-    base = locked.last_seq or 0
+    base = locked.last_seq or 0  # type: ignore[attr-defined]  # annotated by the locking query
     Node.objects.bulk_create(
         [
             Node(

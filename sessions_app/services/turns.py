@@ -91,7 +91,7 @@ def turn_start(*, session: Session, text: str, source_key: str = "", background:
         raise SessionBusy("another driver holds this session", details=exc.details) from None
     if background:
         return turn
-    return _drive(turn, holder=holder, token=grant.token, session=turn.session)
+    return _drive(turn, holder=holder, token=grant.token, session=turn.session)  # type: ignore[union-attr]  # foreground: granted
 
 
 class _AlreadyCommitted(Exception):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from lashops.runtime.providers.base import Provider, ProviderError, TextDeltaCallback
 
@@ -34,5 +34,5 @@ def build_provider(name: str, *, env: Mapping[str, str] | None = None) -> Provid
     except KeyError:
         raise UnknownProvider(f"unknown model provider {name!r}; known: {', '.join(sorted(PROVIDERS))}") from None
     module_name, _, factory_name = target.partition(":")
-    factory = getattr(importlib.import_module(module_name), factory_name)
+    factory: Callable[..., Provider] = getattr(importlib.import_module(module_name), factory_name)
     return factory(env=os.environ if env is None else env)

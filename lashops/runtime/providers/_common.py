@@ -65,7 +65,7 @@ class Deadline:
 
 
 def request_timeout(parameters: Mapping[str, Any]) -> float:
-    value = parameters.get("timeout")
+    value: Any = parameters.get("timeout")
     return DEFAULT_TIMEOUT_SECONDS if value in (None, "") else float(value)
 
 

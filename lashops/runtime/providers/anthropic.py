@@ -160,9 +160,13 @@ class AnthropicProvider:
         deadline = Deadline(timeout)
         try:
             stream = self._client.messages.create(
-                model=request.model, messages=turns, stream=True, timeout=timeout, **kwargs
+                model=request.model,
+                messages=turns,  # type: ignore[arg-type]  # plain dicts of the MessageParam shape
+                stream=True,
+                timeout=timeout,
+                **kwargs,
             )
-            with stream:
+            with stream:  # type: ignore[union-attr]  # stream=True: a Stream (the **kwargs hide the overload)
                 return self._consume(stream, on_text_delta, deadline)
         except ProviderError:
             raise

@@ -151,7 +151,7 @@ class OpenAICompatProvider:
             kwargs["extra_body"] = extra_body
         deadline = Deadline(timeout)
         try:
-            stream = self._client.chat.completions.create(
+            stream = self._client.chat.completions.create(  # type: ignore[call-overload]  # plain-dict messages; **kwargs hide the overload
                 model=request.model,
                 messages=messages_to_openai(request.messages),
                 stream=True,
