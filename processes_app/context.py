@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from lashops.core import event_types
 from lashops.core.errors import NotFound
 from lashops.core.models import Effect, Workspace
 from processes_app.errors import Park, ReplayMismatch
@@ -113,7 +114,7 @@ class ProcessContext:
             key=self._key("step", name, ordinal),
             kind="process.step",
             outcome={"name": name, "ordinal": ordinal, "value": value},
-            log=[("process.step_completed", {"step": name, "ordinal": ordinal})],
+            log=[(event_types.PROCESS_STEP_COMPLETED, {"step": name, "ordinal": ordinal})],
         )
         return value
 
@@ -236,7 +237,12 @@ class ProcessContext:
         if extra.get("kind") == "external":
             started["external"] = True
         outcome = self._record(
-            entry, definition, ordinal, {"child_id": cid}, log=[("process.child_started", started)], then=start_it
+            entry,
+            definition,
+            ordinal,
+            {"child_id": cid},
+            log=[(event_types.PROCESS_CHILD_STARTED, started)],
+            then=start_it,
         )
         return outcome["child_id"]
 
@@ -257,7 +263,9 @@ class ProcessContext:
         def deliver() -> None:
             self._run.deliver_wake(source_key=key, payload=payload)
 
-        self._record("emit", type, ordinal, {"data": data or {}}, log=[("process.emitted", payload)], then=deliver)
+        self._record(
+            "emit", type, ordinal, {"data": data or {}}, log=[(event_types.PROCESS_EMITTED, payload)], then=deliver
+        )
 
     def run_agent_turn(self, *, session_id: str, input: str) -> dict[str, Any]:
         """Run one agent turn in a session (journaled: a replay returns the recorded turn)."""
@@ -273,7 +281,11 @@ class ProcessContext:
             source_key=self._key("agent_turn", session_id, ordinal),
         )
         return self._record(
-            "agent_turn", session_id, ordinal, {"turn": turn}, log=[("process.agent_turn", {"session": session_id})]
+            "agent_turn",
+            session_id,
+            ordinal,
+            {"turn": turn},
+            log=[(event_types.PROCESS_AGENT_TURN, {"session": session_id})],
         )["turn"]
 
 

@@ -40,7 +40,6 @@ ATTACHMENT_ADDED = "attachment.added"
 # A process's log entries; on the workspace stream as process.* (processes_app.events.durable_type).
 PROCESS_CREATED = "process.created"
 PROCESS_STARTED = "process.started"
-PROCESS_STEP = "process.step"
 PROCESS_STEP_COMPLETED = "process.step_completed"  # process log only
 PROCESS_WAITING = "process.waiting"
 PROCESS_RESUMED = "process.resumed"

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from lashops.core import event_types
 from lashops.core.errors import LeaseLost
 from lashops.core.models import Workspace
 from lashops.core.services import effect_record, lease_check, lease_release
@@ -197,9 +198,9 @@ class ProcessRun:
                 proc.first_started_at = timezone.now()
                 proc.first_started_by = self.claim.holder
                 fields += ["first_started_at", "first_started_by"]
-                entry = ("process.started", {"holder": self.claim.holder})
+                entry = (event_types.PROCESS_STARTED, {"holder": self.claim.holder})
             else:
-                entry = ("process.resumed", {"holder": self.claim.holder, "run": proc.run_count + 1})
+                entry = (event_types.PROCESS_RESUMED, {"holder": self.claim.holder, "run": proc.run_count + 1})
             proc.wait_kind, proc.wait_until, proc.wait_signal, proc.wait_child = WaitKind.NONE, None, "", ""
             proc.run_count += 1
             proc.save(update_fields=fields)
@@ -281,7 +282,7 @@ class ProcessRun:
     @_guarded
     def signal_at(self, name: str, index: int) -> tuple[int, Any] | None:
         row = (
-            ProcessEvent.objects.filter(process_id=self.process.id, type=f"signal.{name}")
+            ProcessEvent.objects.filter(process_id=self.process.id, type=f"{event_types.SIGNAL_PREFIX}{name}")
             .order_by("seq")
             .values_list("seq", "data")[index : index + 1]
         )
@@ -333,7 +334,7 @@ class ProcessRun:
                 data["signal"] = park.signal
             if park.child:
                 data["child"] = park.child
-            rows, drafts = process_events.prepare(proc, [*entries, ("process.waiting", data)])
+            rows, drafts = process_events.prepare(proc, [*entries, (event_types.PROCESS_WAITING, data)])
             proc.save(update_fields=["wait_kind", "wait_until", "wait_signal", "wait_child", "event_seq", "updated_at"])
             lease_release(scope=LEASE_SCOPE, key=proc.id, token=self.claim.token)
             process_events.write(proc, rows, drafts)
