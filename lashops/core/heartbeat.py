@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from lashops.core import live
+from lashops.core import event_types, live
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Beater(threading.Thread):
                 "event": {
                     "cursor": None,
                     "live": True,
-                    "type": "worker.heartbeat",
+                    "type": event_types.WORKER_HEARTBEAT,
                     "ts": timezone.now().isoformat(),
                     "workspace": None,
                     "subject": {"worker": self.worker_id},

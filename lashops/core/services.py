@@ -15,7 +15,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from lashops.core import tenancy, txn
+from lashops.core import event_types, tenancy, txn
 from lashops.core.errors import Conflict, InvalidInput, LeaseHeld, LeaseLost, NotFound
 from lashops.core.models import ApiKey, Effect, Lease, StreamHead, WorkerHeartbeat, Workspace, slug_validator
 
@@ -372,7 +372,7 @@ def worker_beat(
         )
         if recovered:
             _worker_publish(
-                type="worker.recovered",
+                type=event_types.WORKER_RECOVERED,
                 row=row,
                 data={"stale_reported_at": stale_since.isoformat(), "health": "healthy"},  # type: ignore[union-attr]  # recovered: it was set
             )
@@ -422,7 +422,7 @@ def workers_sweep(*, now: Any = None) -> list[str]:
                 continue
             row.stale_reported_at = now
             _worker_publish(
-                type="worker.stale",
+                type=event_types.WORKER_STALE,
                 row=row,
                 data={
                     "health": "stale",
@@ -451,7 +451,7 @@ def _workers_mark_dead(now: Any) -> list[str]:
                 continue  # another sweeper marked it, or it beat meanwhile (it is not gone)
             row.died_at = now
             _worker_publish(
-                type="worker.dead",
+                type=event_types.WORKER_DEAD,
                 row=row,
                 data={
                     "health": "dead",
