@@ -17,7 +17,13 @@ from sessions_app.services.attachments import StoredAttachment, attachment_delet
 from sessions_app.services.commit import turn_commit
 from sessions_app.services.common import driver_id
 from sessions_app.services.inputs import command_submit, input_cancel, input_enqueue
-from sessions_app.services.sessions import default_model, session_delete, session_open, session_set_status
+from sessions_app.services.sessions import (
+    default_model,
+    session_delete,
+    session_delete_reporter_register,
+    session_open,
+    session_set_status,
+)
 from sessions_app.services.turns import _transcript, child_turn_run, turn_cancel, turn_drive, turn_start, turns_sweep
 
 __all__ = [
@@ -33,6 +39,7 @@ __all__ = [
     "input_cancel",
     "input_enqueue",
     "session_delete",
+    "session_delete_reporter_register",
     "session_open",
     "session_set_status",
     "turn_cancel",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import transaction
@@ -151,7 +151,7 @@ def session_delete(*, session: Session) -> dict[str, Any]:
             "attachments": locked.attachments.count(),
             "effects": Effect.objects.filter(scope__startswith=f"turn:{session.pk}:").delete()[0],
         }
-        report["process"] = _process_report(session)
+        report.update(_delete_reports(session))
         Lease.objects.filter(scope=SESSION_LEASE_SCOPE, key=session.pk).delete()
         workspace = locked.workspace
         held = list(locked.attachments.values_list("attachment_id", flat=True))
@@ -161,9 +161,25 @@ def session_delete(*, session: Session) -> dict[str, Any]:
     return report
 
 
-def _process_report(session: Session) -> dict[str, Any] | None:
-    try:
-        from processes_app.services import process_session_deleted
-    except ImportError:
-        return None
-    return process_session_deleted(workspace=session.workspace, session_id=session.pk)
+class SessionDeleteReporter(Protocol):
+    def __call__(self, *, workspace: Workspace, session_id: str) -> dict[str, Any] | None: ...
+
+
+# What other apps add to a session's delete report: ``session_delete`` calls each reporter in its
+# transaction, before the session's rows go, and puts the answer in the report under the name it
+# was registered with. sessions_app imports none of them (processes_app registers "process" in
+# its AppConfig.ready()).
+_delete_reporters: dict[str, SessionDeleteReporter] = {}
+
+
+def session_delete_reporter_register(*, name: str, reporter: SessionDeleteReporter) -> None:
+    """Have every ``session_delete`` call ``reporter(workspace=..., session_id=...)`` and report
+    its answer under ``name`` (registering a name again replaces its reporter)."""
+    _delete_reporters[name] = reporter
+
+
+def _delete_reports(session: Session) -> dict[str, Any]:
+    return {
+        name: reporter(workspace=session.workspace, session_id=session.pk)
+        for name, reporter in _delete_reporters.items()
+    }
