@@ -16,7 +16,6 @@ __all__ = [
     "InvalidInput",
     "LeaseHeld",
     "LeaseLost",
-    "MemberSessionsUnavailable",
     "NotAddressable",
     "NotFound",
     "ReplayUnavailable",
@@ -84,13 +83,6 @@ class StaleCheckpointVersion(Conflict):
 
 class TopologyDenied(Conflict):
     code = "topology_denied"
-
-
-class MemberSessionsUnavailable(LashOpsError):
-    """The session backend for members is not available (e.g. sessions_app not installed yet)."""
-
-    status = 503
-    code = "member_sessions_unavailable"
 
 
 class CursorAhead(LashOpsError):

@@ -12,7 +12,8 @@ from typing import Any, Protocol
 from django.conf import settings
 
 from lashops.core.models import Workspace
-from mobs_app.errors import MemberSessionsUnavailable
+from sessions_app import services as session_services
+from sessions_app.models import Session
 
 
 @dataclass
@@ -51,21 +52,8 @@ def member_session_id(*, mob_pk: int, identity: str, generation: int) -> str:
 class SessionsAppMemberSessions:
     """Members are ``sessions_app`` sessions."""
 
-    def _services(self) -> Any:
-        try:
-            from sessions_app import services
-        except ImportError:
-            raise MemberSessionsUnavailable(
-                "member sessions need sessions_app.services, which is not available in this build yet"
-            ) from None
-        for name in ("session_open", "input_enqueue", "session_delete"):
-            if not hasattr(services, name):
-                raise MemberSessionsUnavailable(f"sessions_app.services has no {name}() yet")
-        return services
-
     def open(self, *, workspace: Workspace, session_id: str, spec: MemberSpec, resume: bool) -> str:
-        services = self._services()
-        session, _ = services.session_open(
+        session, _ = session_services.session_open(
             workspace=workspace,
             session_id=session_id,
             model=spec.model,
@@ -75,19 +63,13 @@ class SessionsAppMemberSessions:
         return str(session.pk)
 
     def deliver(self, *, workspace: Workspace, session_id: str, text: str, source_key: str) -> None:
-        services = self._services()
-        from sessions_app.models import Session
-
         session = Session.objects.get(workspace=workspace, pk=session_id)
-        services.input_enqueue(session=session, text=text, source_key=source_key)
+        session_services.input_enqueue(session=session, text=text, source_key=source_key)
 
     def delete(self, *, workspace: Workspace, session_id: str) -> None:
-        services = self._services()
-        from sessions_app.models import Session
-
         session = Session.objects.filter(workspace=workspace, pk=session_id).first()
         if session is not None:
-            services.session_delete(session=session)
+            session_services.session_delete(session=session)
 
 
 def member_sessions() -> MemberSessions:
