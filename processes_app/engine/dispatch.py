@@ -4,10 +4,14 @@ drive per claim batch), or later for a timer."""
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+
+from lashops.core import txn
+
+# The process ids whose wake-up this connection's transaction asked for; its commit hook sends them.
+_drive_ids: txn.ConnectionState[list[str]] = txn.ConnectionState()
 
 
 def dispatch_drive(process_ids: list[str]) -> None:
@@ -18,19 +22,15 @@ def dispatch_drive(process_ids: list[str]) -> None:
     registers a commit hook that sends whatever has accumulated on this connection, so a
     rolled-back savepoint loses no wake-up of the rest; an id from a rolled-back block may
     be sent anyway, which is harmless (a drive re-checks state)."""
-    conn = transaction.get_connection()
-    pending: list[str] | None = getattr(conn, "_lashops_drive_ids", None)
-    if pending is None:
-        pending = conn._lashops_drive_ids = []
-    pending.extend(process_ids)
-    transaction.on_commit(lambda: _send_drives(conn))
+    _drive_ids.setdefault(list).extend(process_ids)
+    transaction.on_commit(_send_drives)
 
 
-def _send_drives(conn: Any) -> None:
+def _send_drives() -> None:
     from lashops.core.runner import dispatch
     from processes_app.tasks import process_drive_task
 
-    ids, conn._lashops_drive_ids = list(dict.fromkeys(conn._lashops_drive_ids)), []
+    ids = list(dict.fromkeys(_drive_ids.pop() or []))
     if not ids:
         return
     ensure_scheduler()
