@@ -43,6 +43,7 @@ from processes_app.models import (
     WaitKind,
 )
 from processes_app.selectors import LEASE_SCOPE, live_lease_q, runnable_processes
+from sessions_app.selectors import session_workspaces
 
 process_id_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
@@ -74,8 +75,6 @@ def require_sessions(*, workspace: Workspace, references: dict[str, str]) -> Non
     wanted = {path: sid for path, sid in references.items() if sid}
     if not wanted:
         return
-    from sessions_app.selectors import session_workspaces
-
     owners = session_workspaces(set(wanted.values()))
     missing = [
         {"path": path, "message": f"no session {sid!r} in this workspace", "type": "not_found"}
