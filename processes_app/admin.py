@@ -75,7 +75,7 @@ class CompleteForm(forms.Form):
             raise forms.ValidationError(f"not JSON: {exc}") from None
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data: dict[str, Any] = super().clean()  # type: ignore[assignment]  # a ModelForm's clean returns its cleaned_data
         if data.get("outcome") == "failed" and not data.get("error_code"):
             self.add_error("error_code", "a failure needs an error code")
         return data
@@ -131,7 +131,7 @@ def _form_action(
         "processes": queryset,
         "action": action,
         "opts": modeladmin.model._meta,
-        "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,  # type: ignore[attr-defined]  # loaded with admin
     }
     return TemplateResponse(request, "admin/processes_app/form_action.html", context)
 
@@ -190,8 +190,8 @@ class ProcessAdmin(WorkspaceScopedAdmin):
 
     def _lease(self, obj: Process) -> Any:
         if not hasattr(obj, "_lease_cache"):
-            obj._lease_cache = process_lease(process_id=obj.pk)
-        return obj._lease_cache
+            obj._lease_cache = process_lease(process_id=obj.pk)  # type: ignore[attr-defined]  # a per-row cache
+        return obj._lease_cache  # type: ignore[attr-defined]
 
     @admin.display(description="lease holder")
     def lease_holder(self, obj: Process) -> str:
@@ -306,7 +306,7 @@ class ServiceValidatedForm(forms.ModelForm):
 
         from processes_app.definitions import require_definition
 
-        data = super().clean()
+        data: dict[str, Any] = super().clean()  # type: ignore[assignment]  # a ModelForm's clean returns its cleaned_data
         workspace = data.get("workspace") or (self.instance.workspace if self.instance.workspace_id else None)
         event = data.get("event")
         if workspace is not None and event is not None and event.workspace_id != workspace.pk:

@@ -2,10 +2,10 @@
 
 import copy
 
-from django.http import HttpRequest
 from ninja import Path, Query, Router, Schema, Status
 from ninja.pagination import paginate
 
+from lashops.core.auth import WorkspaceRequest
 from lashops.core.errors import NotFound
 from lashops.core.pagination import BoundedLimitOffsetPagination
 from lashops.core.schemas import ErrorOut, cursor_field, page_limit_field
@@ -42,16 +42,16 @@ router = Router(tags=["processes"])
 triggers_router = Router(tags=["triggers"])
 
 
-def _api_provenance(request: HttpRequest) -> dict[str, str]:
+def _api_provenance(request: WorkspaceRequest) -> dict[str, str]:
     return {"host": "api", "api_key": getattr(getattr(request, "api_key", None), "prefix", "")}
 
 
 def _with_lease(proc: Process) -> Process:
-    proc.lease_row = selectors.process_lease(process_id=proc.id)
+    proc.lease_row = selectors.process_lease(process_id=proc.id)  # type: ignore[attr-defined]  # read by the Out schema
     return proc
 
 
-def _process_or_404(request: HttpRequest, process_id: str) -> Process:
+def _process_or_404(request: WorkspaceRequest, process_id: str) -> Process:
     proc = selectors.process_get(workspace=request.workspace, process_id=process_id)
     if proc is None:
         raise NotFound(f"no process {process_id!r}")
@@ -66,7 +66,7 @@ class ProcessFilter(Schema):
 
 
 @router.post("", response={200: ProcessStartedOut, 201: ProcessStartedOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut})
-def process_start(request: HttpRequest, payload: ProcessIn):
+def process_start(request: WorkspaceRequest, payload: ProcessIn):
     """Start a process. Idempotent by ``id``: the same registration answers 200 with the existing
     process; a different registration under the same id answers 409 ``registration_conflict``."""
     proc, created = services.process_start(
@@ -81,15 +81,15 @@ def process_start(request: HttpRequest, payload: ProcessIn):
         timeout_seconds=payload.timeout_seconds,
         provenance=_api_provenance(request),
     )
-    proc = selectors.process_get(workspace=request.workspace, process_id=proc.pk)
-    proc.created_now = created
+    proc = selectors.process_get(workspace=request.workspace, process_id=proc.pk)  # type: ignore[assignment]  # the same row, read back
+    proc.created_now = created  # type: ignore[attr-defined]  # read by the Out schema
     return Status(201 if created else 200, proc)
 
 
 @router.post(
     "/batch", response={200: ProcessBatchOut, 201: ProcessBatchOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 )
-def process_start_batch(request: HttpRequest, payload: ProcessBatchIn):
+def process_start_batch(request: WorkspaceRequest, payload: ProcessBatchIn):
     """Start up to 1,000 processes in one transaction (fan-out). Each is idempotent by ``id`` as
     in a single start; 201 when any was created, 200 when all existed; all or nothing: 409
     ``registration_conflict`` (nothing started) if any id exists with a different registration."""
@@ -115,14 +115,14 @@ def process_start_batch(request: HttpRequest, payload: ProcessBatchIn):
     out = []
     for proc, created in started:
         row = copy.copy(by_id[proc.pk])
-        row.created_now = created
+        row.created_now = created  # type: ignore[attr-defined]  # read by the Out schema
         out.append(row)
     return Status(201 if any(created for _, created in started) else 200, {"processes": out})
 
 
 @router.get("", response=list[ProcessOut])
 @paginate(BoundedLimitOffsetPagination)
-def process_list(request: HttpRequest, filters: Query[ProcessFilter]):
+def process_list(request: WorkspaceRequest, filters: Query[ProcessFilter]):
     return selectors.process_list(
         workspace=request.workspace,
         status=filters.status,
@@ -138,7 +138,7 @@ class ChangesQuery(Schema):
 
 
 @router.get("/changes", response={200: ChangePageOut, 422: ErrorOut})
-def process_changes(request: HttpRequest, query: Query[ChangesQuery]):
+def process_changes(request: WorkspaceRequest, query: Query[ChangesQuery]):
     """Every process transition after a workspace cursor, in commit order (cursors are allocated
     under a row lock, so a reader never sees a later change before an earlier one commits)."""
     page = event_page(workspace=request.workspace, after=query.since, limit=query.limit, process_only=True)
@@ -147,7 +147,7 @@ def process_changes(request: HttpRequest, query: Query[ChangesQuery]):
 
 
 @router.get("/{process_id}", response={200: ProcessOut, 404: ErrorOut})
-def process_detail(request: HttpRequest, process_id: str):
+def process_detail(request: WorkspaceRequest, process_id: str):
     return _with_lease(_process_or_404(request, process_id))
 
 
@@ -157,7 +157,7 @@ class EventsQuery(Schema):
 
 
 @router.get("/{process_id}/events", response={200: ProcessEventPageOut, 404: ErrorOut, 422: ErrorOut})
-def process_event_list(request: HttpRequest, process_id: str, query: Query[EventsQuery]):
+def process_event_list(request: WorkspaceRequest, process_id: str, query: Query[EventsQuery]):
     """The process's own event log after a sequence number."""
     proc = _process_or_404(request, process_id)
     rows = list(selectors.process_events(process=proc, after_seq=query.after, limit=query.limit))
@@ -165,7 +165,7 @@ def process_event_list(request: HttpRequest, process_id: str, query: Query[Event
 
 
 @router.post("/{process_id}/signal", response={202: SignalOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut})
-def process_signal(request: HttpRequest, process_id: str, payload: SignalIn):
+def process_signal(request: WorkspaceRequest, process_id: str, payload: SignalIn):
     """Queue a signal (422 for an undeclared name or a payload its schema rejects; 409 once the
     process has finished)."""
     event = services.process_signal(
@@ -175,7 +175,7 @@ def process_signal(request: HttpRequest, process_id: str, payload: SignalIn):
 
 
 @router.post("/{process_id}/complete", response={200: ProcessCompletedOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut})
-def process_complete(request: HttpRequest, process_id: str, payload: CompleteIn):
+def process_complete(request: WorkspaceRequest, process_id: str, payload: CompleteIn):
     """End an externally owned process with its owner's result: ``output`` completes it, ``error``
     fails it. The parent waiting on it (``ctx.run_external``) continues. Idempotent: the same
     result again (same ``idempotency_key``, or none) answers 200 with ``replayed`` true; another
@@ -192,14 +192,14 @@ def process_complete(request: HttpRequest, process_id: str, payload: CompleteIn)
         path="body.payload",
     )
     proc = _with_lease(_process_or_404(request, proc.pk))
-    proc.replayed_now = replayed
+    proc.replayed_now = replayed  # type: ignore[attr-defined]  # read by the Out schema
     return proc
 
 
 @router.post("/{process_id}/cancel", response={202: ProcessOut, 404: ErrorOut, 409: ErrorOut})
-def process_cancel(request: HttpRequest, process_id: str, payload: CancelIn | None = None):
+def process_cancel(request: WorkspaceRequest, process_id: str, payload: CancelIn | None = None):
     """Request cancellation: a parked process ends at once, a running one at its next step."""
-    body = payload or CancelIn()
+    body = payload or CancelIn()  # type: ignore[call-arg]  # reason has a default (pydantic Field)
     proc = services.process_cancel(
         workspace=request.workspace, process_id=process_id, cascade=body.cascade, reason=body.reason
     )
@@ -210,7 +210,7 @@ def process_cancel(request: HttpRequest, process_id: str, payload: CancelIn | No
 
 
 @triggers_router.post("/events", response={200: TriggerEventOut, 422: ErrorOut})
-def trigger_event_declare(request: HttpRequest, payload: TriggerEventIn):
+def trigger_event_declare(request: WorkspaceRequest, payload: TriggerEventIn):
     """Declare (or update) a trigger event type."""
     return triggers.trigger_event_declare(
         workspace=request.workspace,
@@ -222,12 +222,12 @@ def trigger_event_declare(request: HttpRequest, payload: TriggerEventIn):
 
 @triggers_router.get("/events", response=list[TriggerEventOut])
 @paginate(BoundedLimitOffsetPagination)
-def trigger_event_list(request: HttpRequest):
+def trigger_event_list(request: WorkspaceRequest):
     return selectors.trigger_events(workspace=request.workspace)
 
 
 @triggers_router.post("/subscriptions", response={201: SubscriptionOut, 404: ErrorOut, 422: ErrorOut})
-def trigger_subscribe(request: HttpRequest, payload: SubscriptionIn):
+def trigger_subscribe(request: WorkspaceRequest, payload: SubscriptionIn):
     sub = triggers.trigger_subscribe(
         workspace=request.workspace,
         event_name=payload.event,
@@ -242,13 +242,13 @@ def trigger_subscribe(request: HttpRequest, payload: SubscriptionIn):
 
 @triggers_router.get("/subscriptions", response=list[SubscriptionOut])
 @paginate(BoundedLimitOffsetPagination)
-def trigger_subscription_list(request: HttpRequest):
+def trigger_subscription_list(request: WorkspaceRequest):
     return selectors.trigger_subscriptions(workspace=request.workspace)
 
 
 @triggers_router.patch("/subscriptions/{subscription_id}", response={200: SubscriptionOut, 404: ErrorOut})
 def trigger_subscription_update(
-    request: HttpRequest, payload: SubscriptionPatchIn, subscription_id: int = Path(..., ge=1, le=BIGINT_MAX)
+    request: WorkspaceRequest, payload: SubscriptionPatchIn, subscription_id: int = Path(..., ge=1, le=BIGINT_MAX)
 ):
     """Enable or disable a subscription (disabling keeps already delivered work)."""
     sub = triggers.trigger_subscription_set_enabled(
@@ -261,7 +261,7 @@ def trigger_subscription_update(
     "/occurrences",
     response={200: OccurrenceCreatedOut, 201: OccurrenceCreatedOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut},
 )
-def occurrence_emit(request: HttpRequest, payload: OccurrenceIn):
+def occurrence_emit(request: WorkspaceRequest, payload: OccurrenceIn):
     """Emit an occurrence: one process per enabled subscription, exactly once per occurrence id
     (a repeat answers 200 with the same deliveries; a different payload answers 409)."""
     occ, created = triggers.occurrence_emit(
@@ -271,18 +271,18 @@ def occurrence_emit(request: HttpRequest, payload: OccurrenceIn):
         payload=payload.payload,
     )
     occ = selectors.trigger_occurrences(workspace=request.workspace).get(pk=occ.pk)
-    occ.created_now = created
+    occ.created_now = created  # type: ignore[attr-defined]  # read by the Out schema
     return Status(201 if created else 200, occ)
 
 
 @triggers_router.get("/occurrences", response=list[OccurrenceOut])
 @paginate(BoundedLimitOffsetPagination)
-def occurrence_list(request: HttpRequest):
+def occurrence_list(request: WorkspaceRequest):
     return selectors.trigger_occurrences(workspace=request.workspace)
 
 
 @triggers_router.post("/schedules", response={200: ScheduleOut, 404: ErrorOut, 422: ErrorOut})
-def schedule_save(request: HttpRequest, payload: ScheduleIn):
+def schedule_save(request: WorkspaceRequest, payload: ScheduleIn):
     """Create or update a cron schedule (by name); it emits occurrences of ``event``."""
     schedule = triggers.schedule_save(
         workspace=request.workspace,
@@ -297,5 +297,5 @@ def schedule_save(request: HttpRequest, payload: ScheduleIn):
 
 @triggers_router.get("/schedules", response=list[ScheduleOut])
 @paginate(BoundedLimitOffsetPagination)
-def schedule_list(request: HttpRequest):
+def schedule_list(request: WorkspaceRequest):
     return selectors.cron_schedules(workspace=request.workspace)

@@ -125,7 +125,7 @@ class ProcessContext:
             self._run.boundary()
             until = timezone.now() + timedelta(seconds=max(0.0, float(seconds)))
             recorded = self._record("sleep", "sleep", ordinal, {"seconds": seconds, "until": until.isoformat()})
-        until = parse_datetime(recorded["until"])
+        until = parse_datetime(recorded["until"])  # type: ignore[assignment]  # None checked below
         if until is not None and until > timezone.now():
             raise Park(wait_kind="timer", until=until)
 
@@ -233,7 +233,7 @@ class ProcessContext:
                 **extra,
             )
 
-        started = {"child": cid, "definition": definition}
+        started: dict[str, Any] = {"child": cid, "definition": definition}
         if extra.get("kind") == "external":
             started["external"] = True
         outcome = self._record(

@@ -286,7 +286,7 @@ def schedules_tick(*, now: datetime | None = None) -> int:
             qs = CronSchedule.objects.select_related("workspace", "event")
             if connection.vendor == "postgresql":
                 qs = qs.select_for_update(skip_locked=True, of=("self",))
-            schedule = qs.filter(pk=pk, enabled=True, next_run_at__lte=now).first()
+            schedule = qs.filter(pk=pk, enabled=True, next_run_at__lte=now).first()  # type: ignore[assignment]  # None checked below
             if schedule is None:
                 continue
             tick = schedule.next_run_at

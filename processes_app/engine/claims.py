@@ -218,7 +218,7 @@ def _begin_batch(claims: list[Claim], now: Any) -> None:
         claim.begun = True
         if proc.first_started_at is None:
             proc.first_started_at, proc.first_started_by = now, claim.holder
-            entry = (event_types.PROCESS_STARTED, {"holder": claim.holder})
+            entry: tuple[str, dict[str, Any]] = (event_types.PROCESS_STARTED, {"holder": claim.holder})
         else:
             entry = (event_types.PROCESS_RESUMED, {"holder": claim.holder, "run": proc.run_count + 1})
         proc.wait_kind, proc.wait_until, proc.wait_signal, proc.wait_child = WaitKind.NONE, None, "", ""

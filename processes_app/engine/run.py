@@ -198,7 +198,7 @@ class ProcessRun:
                 proc.first_started_at = timezone.now()
                 proc.first_started_by = self.claim.holder
                 fields += ["first_started_at", "first_started_by"]
-                entry = (event_types.PROCESS_STARTED, {"holder": self.claim.holder})
+                entry: tuple[str, dict[str, Any]] = (event_types.PROCESS_STARTED, {"holder": self.claim.holder})
             else:
                 entry = (event_types.PROCESS_RESUMED, {"holder": self.claim.holder, "run": proc.run_count + 1})
             proc.wait_kind, proc.wait_until, proc.wait_signal, proc.wait_child = WaitKind.NONE, None, "", ""
@@ -286,7 +286,7 @@ class ProcessRun:
             .order_by("seq")
             .values_list("seq", "data")[index : index + 1]
         )
-        row = list(row)
+        row = list(row)  # type: ignore[assignment]  # the page, fetched
         return (row[0][0], row[0][1].get("payload")) if row else None
 
     @_guarded
@@ -294,7 +294,7 @@ class ProcessRun:
         row = Process.objects.filter(pk=child_id).values("status", "output", "error").first()
         if row is None:
             return {"status": "missing", "output": None, "error": {"code": "child_missing"}}
-        return row if row["status"] != ProcessStatus.RUNNING else None
+        return row if row["status"] != ProcessStatus.RUNNING else None  # type: ignore[return-value]  # a values() row
 
     def deliver_wake(self, *, source_key: str, payload: dict[str, Any]) -> None:
         if not self.process.wake_session_id:
@@ -412,7 +412,7 @@ def _run_pass(claim: Claim, completions: Completions | None, cancels: CancelWatc
         process = begun
         definition = get_definition(process.definition_name)
     else:
-        process = Process.objects.select_related("workspace").filter(pk=claim.process_id).first()
+        process = Process.objects.select_related("workspace").filter(pk=claim.process_id).first()  # type: ignore[assignment]  # None checked below
         if process is None:
             return "missing"
         if process.is_terminal:
